@@ -1,0 +1,89 @@
+"""Command line: `singularity-vl <command>`. Each command lives in a small function below."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, UnsafeCheckpointError
+
+
+def _cmd_convert_release(args: argparse.Namespace) -> int:
+    from singularity_vl.checkpoint.release import convert_release
+
+    model, report = convert_release(
+        args.checkpoint, args.out_dir, task=args.task, num_frames=args.num_frames, image_size=args.image_size,
+        text_heads=args.text_heads,
+    )
+    print(report.summary())
+    cfg = model.config
+    print(
+        f"architecture: {cfg.vision.backbone} {cfg.vision.num_layers}x{cfg.vision.hidden_size} @ {cfg.vision.image_size}px,"
+        f" text {cfg.text.num_layers} layers (fusion from {cfg.text.fusion_layer}),"
+        f" temporal embeddings {cfg.temporal.num_frames},"
+        f" temporal encoder {cfg.temporal.num_layers if cfg.temporal.enable_encoder else 0} layers"
+    )
+    print(f"wrote {Path(args.out_dir) / 'model.safetensors'} and config.json")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from singularity_vl.checkpoint.release import load_any
+
+    model = load_any(args.path)
+    n = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"parameters": n, "config": model.config.to_dict()}, indent=2))
+    return 0
+
+
+def _cmd_smoke(args: argparse.Namespace) -> int:
+    from singularity_vl.smoke import run_smoke
+
+    return 0 if run_smoke(Path(args.out), steps=args.steps) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="singularity-vl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "convert-release",
+        help="convert a checkpoint of the original release (.pth) to our format, without running pickled code",
+    )
+    p.add_argument("checkpoint", help="release .pth file (a torch.save dict with key 'model')")
+    p.add_argument("out_dir", help="directory to write config.json + model.safetensors")
+    p.add_argument("--task", choices=["pretrain", "retrieval", "qa"], default=None,
+                   help="target model (default: the checkpoint's own); pretrain -> retrieval/qa as the release")
+    p.add_argument("--num-frames", type=int, default=None,
+                   help="cut or zero-extend the temporal embeddings to this many frames")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resample BEiT relative-position-bias tables for this resolution (bicubic)")
+    p.add_argument("--text-heads", type=int, default=None,
+                   help="text attention heads, if not the vision encoder's (not visible in weights)")
+    p.set_defaults(func=_cmd_convert_release)
+
+    p = sub.add_parser("info", help="print the architecture of a model directory or release .pth")
+    p.add_argument("path")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("smoke", help="tiny end-to-end run on CPU: build, train a few steps, save, reload")
+    p.add_argument("--out", default="runs/smoke")
+    p.add_argument("--steps", type=int, default=30)
+    p.set_defaults(func=_cmd_smoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (NotACheckpointError, UnsafeCheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"singularity-vl {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

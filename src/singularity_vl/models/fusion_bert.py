@@ -1,0 +1,321 @@
+"""BERT with text-only and cross-attending (fusion) layers, written here on SDPA.
+
+Module and parameter names follow the release's `xbert` (ALBEF) so its checkpoints load by name:
+`embeddings.*`, `encoder.layer.N.{attention,crossattention}.{self,output}.*`, `intermediate`, `output`.
+transformers 5 only allows cross-attention in causal decoders, hence this file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from singularity_vl.models.config import TextConfig
+
+Mode = Literal["text", "fusion", "multi_modal"]
+
+# The release adds -10000 (not -inf) to masked attention scores; kept so scores match bit for bit.
+MASK_VALUE = -10000.0
+
+
+def padding_bias(mask: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """[B, Lk] 0/1 mask -> additive bias [B, 1, 1, Lk] (0 keep, -10000 drop); None stays None."""
+    if mask is None:
+        return None
+    return (1.0 - mask[:, None, None, :].to(dtype)) * MASK_VALUE
+
+
+def causal_padding_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decoder self-attention bias [B, 1, L, L]: causal AND padding, as the release's BertLMHeadModel."""
+    length = mask.shape[1]
+    causal = torch.ones(length, length, device=mask.device).tril()
+    keep = causal[None, None] * mask[:, None, None, :].to(causal.dtype)  # (B, 1, L, L)
+    return (1.0 - keep.to(dtype)) * MASK_VALUE
+
+
+class BertEmbeddings(nn.Module):
+    """Word + absolute position + token-type embeddings, LayerNorm, dropout."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.register_buffer(
+            "position_ids", torch.arange(cfg.max_position_embeddings)[None], persistent=False
+        )
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        position_ids = self.position_ids[:, :length]
+        embeds = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        embeds = embeds + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeds))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head attention; keys/values come from `kv_states` (cross-attention) or the queries' input."""
+
+    def __init__(self, cfg: TextConfig, kv_width: int, attn_implementation: str = "sdpa") -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.hidden_size // cfg.num_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(kv_width, cfg.hidden_size)
+        self.value = nn.Linear(kv_width, cfg.hidden_size)
+        self.dropout_p = cfg.attention_dropout
+        self.attn_implementation = attn_implementation
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, N, hd)
+
+    def project_kv(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, nh, N, hd) of `states`; cacheable per video for re-ranking."""
+        return self._heads(self.key(states)), self._heads(self.value(states))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        kv_states: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        q = self._heads(self.query(hidden_states))
+        if kv is None:
+            kv = self.project_kv(hidden_states if kv_states is None else kv_states)
+        k, v = kv
+        p = self.dropout_p if self.training else 0.0
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        if self.attn_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, Lq, Lk)
+            if bias is not None:
+                scores = scores + bias
+            probs = F.dropout(scores.softmax(-1), p=p, training=self.training)
+            out = probs @ v
+        b, _, n, _ = out.shape
+        return out.transpose(1, 2).reshape(b, n, -1)  # (B, Lq, H)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertAttention(nn.Module):
+    """Attention block with post-LayerNorm residual (BERT style)."""
+
+    def __init__(self, cfg: TextConfig, kv_width: int, attn_implementation: str) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(cfg, kv_width, attn_implementation)
+        self.output = BertSelfOutput(cfg)
+
+    def forward(self, hidden_states, bias=None, kv_states=None, kv=None) -> torch.Tensor:
+        return self.output(self.self(hidden_states, bias, kv_states, kv), hidden_states)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))
+
+
+class BertOutput(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertLayer(nn.Module):
+    """Self-attention -> (cross-attention to the video) -> FFN."""
+
+    def __init__(
+        self, cfg: TextConfig, cross_attention: bool, encoder_width: int, attn_implementation: str = "sdpa"
+    ) -> None:
+        super().__init__()
+        self.attention = BertAttention(cfg, cfg.hidden_size, attn_implementation)
+        self.has_cross_attention = cross_attention
+        if cross_attention:
+            self.crossattention = BertAttention(cfg, encoder_width, attn_implementation)
+        self.intermediate = BertIntermediate(cfg)
+        self.output = BertOutput(cfg)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        self_bias: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cross_bias: torch.Tensor | None = None,
+        cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        hidden_states = self.attention(hidden_states, self_bias)
+        if self.has_cross_attention:
+            if encoder_hidden_states is None and cross_kv is None:
+                raise ValueError("a fusion layer needs encoder_hidden_states (the video tokens)")
+            hidden_states = self.crossattention(hidden_states, cross_bias, encoder_hidden_states, cross_kv)
+        return self.output(self.intermediate(hidden_states), hidden_states)
+
+
+class BertEncoder(nn.Module):
+    """A stack of BertLayer; layers from `fusion_layer` on cross-attend."""
+
+    def __init__(
+        self,
+        cfg: TextConfig,
+        num_layers: int,
+        fusion_layer: int,
+        encoder_width: int,
+        attn_implementation: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(
+            BertLayer(cfg, i >= fusion_layer, encoder_width, attn_implementation) for i in range(num_layers)
+        )
+        self.gradient_checkpointing = False
+
+    def run(
+        self,
+        hidden_states: torch.Tensor,
+        start: int,
+        stop: int,
+        self_bias: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cross_bias: torch.Tensor | None = None,
+        cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        for i in range(start, stop):
+            layer = self.layer[i]
+            kv = cross_kvs[i - start] if cross_kvs is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden_states = checkpoint(
+                    layer, hidden_states, self_bias, encoder_hidden_states, cross_bias, kv, use_reentrant=False
+                )
+            else:
+                hidden_states = layer(hidden_states, self_bias, encoder_hidden_states, cross_bias, kv)
+        return hidden_states
+
+
+class FusionBert(nn.Module):
+    """The release's text encoder: `mode="text"` runs layers [0, fusion_layer), `"fusion"` the rest on
+    given hidden states, `"multi_modal"` all of them. With `causal=True` it is the QA answer decoder."""
+
+    def __init__(
+        self,
+        cfg: TextConfig,
+        encoder_width: int,
+        num_layers: int | None = None,
+        fusion_layer: int | None = None,
+        causal: bool = False,
+        attn_implementation: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        self.num_layers = cfg.num_layers if num_layers is None else num_layers
+        self.fusion_layer = cfg.fusion_layer if fusion_layer is None else fusion_layer
+        self.causal = causal
+        self.embeddings = BertEmbeddings(cfg)
+        self.encoder = BertEncoder(cfg, self.num_layers, self.fusion_layer, encoder_width, attn_implementation)
+
+    def layer_range(self, mode: Mode) -> tuple[int, int]:
+        if mode == "text":
+            return 0, self.fusion_layer
+        if mode == "fusion":
+            return self.fusion_layer, self.num_layers
+        if mode == "multi_modal":
+            return 0, self.num_layers
+        raise ValueError(f"mode must be text, fusion or multi_modal, got {mode!r}")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        mode: Mode = "multi_modal",
+        cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """Last hidden state (B, L, H). Give `input_ids` (embedded here) or `hidden_states` (e.g. the
+        text-mode output, for `mode="fusion"`). A missing `attention_mask` means no padding."""
+        start, stop = self.layer_range(mode)
+        if hidden_states is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or hidden_states")
+            hidden_states = self.embeddings(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device, dtype=torch.long)
+        if self.causal:
+            self_bias = causal_padding_bias(attention_mask)
+        elif bool(attention_mask.all()):
+            self_bias = None  # no padding: lets SDPA take its unmasked kernel, same result
+        else:
+            self_bias = padding_bias(attention_mask)
+        cross_bias = None
+        if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
+            cross_bias = padding_bias(encoder_attention_mask)
+        return self.encoder.run(
+            hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs
+        )
+
+
+class BertPredictionTransform(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class BertLMHead(nn.Module):
+    """MLM / LM head: dense, GELU, LayerNorm, then a decoder whose weight is tied to the word embeddings."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.transform = BertPredictionTransform(cfg)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+
+    def tie_to(self, embeddings: BertEmbeddings) -> None:
+        self.decoder.weight = embeddings.word_embeddings.weight
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden_states))
+
+
+class TemporalEncoder(nn.Module):
+    """Self-attention-only BERT layers run across the frames at each token position (no mask)."""
+
+    def __init__(self, cfg: TextConfig, num_layers: int, attn_implementation: str = "sdpa") -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(
+            BertLayer(cfg, False, cfg.hidden_size, attn_implementation) for _ in range(num_layers)
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            hidden_states = layer(hidden_states)
+        return hidden_states
