@@ -14,13 +14,18 @@ def _cmd_convert_release(args: argparse.Namespace) -> int:
     from singularity_vl.checkpoint.release import convert_release
 
     model, report = convert_release(
-        args.checkpoint, args.out_dir, task=args.task, num_frames=args.num_frames, image_size=args.image_size,
+        args.checkpoint,
+        args.out_dir,
+        task=args.task,
+        num_frames=args.num_frames,
+        image_size=args.image_size,
         text_heads=args.text_heads,
     )
     print(report.summary())
     cfg = model.config
+    v = cfg.vision
     print(
-        f"architecture: {cfg.vision.backbone} {cfg.vision.num_layers}x{cfg.vision.hidden_size} @ {cfg.vision.image_size}px,"
+        f"architecture: {v.backbone} {v.num_layers}x{v.hidden_size} @ {v.image_size}px,"
         f" text {cfg.text.num_layers} layers (fusion from {cfg.text.fusion_layer}),"
         f" temporal embeddings {cfg.temporal.num_frames},"
         f" temporal encoder {cfg.temporal.num_layers if cfg.temporal.enable_encoder else 0} layers"
@@ -54,14 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="release .pth file (a torch.save dict with key 'model')")
     p.add_argument("out_dir", help="directory to write config.json + model.safetensors")
-    p.add_argument("--task", choices=["pretrain", "retrieval", "qa"], default=None,
-                   help="target model (default: the checkpoint's own); pretrain -> retrieval/qa as the release")
-    p.add_argument("--num-frames", type=int, default=None,
-                   help="cut or zero-extend the temporal embeddings to this many frames")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="resample BEiT relative-position-bias tables for this resolution (bicubic)")
-    p.add_argument("--text-heads", type=int, default=None,
-                   help="text attention heads, if not the vision encoder's (not visible in weights)")
+    p.add_argument(
+        "--task",
+        choices=["pretrain", "retrieval", "qa"],
+        default=None,
+        help="target model (default: the checkpoint's own); pretrain -> retrieval/qa as the release",
+    )
+    p.add_argument(
+        "--num-frames", type=int, default=None, help="cut or zero-extend the temporal embeddings to this many frames"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resample BEiT relative-position-bias tables for this resolution (bicubic)",
+    )
+    p.add_argument(
+        "--text-heads",
+        type=int,
+        default=None,
+        help="text attention heads, if not the vision encoder's (not visible in weights)",
+    )
     p.set_defaults(func=_cmd_convert_release)
 
     p = sub.add_parser("info", help="print the architecture of a model directory or release .pth")

@@ -94,16 +94,16 @@ def test_itm_and_mlm(case):
     close(loss, io["itm_loss"])
     mlm_logits = model.mlm_logits(io["mlm_input_ids"], io["attention_mask"], enc.tokens)
     close(mlm_logits, io["mlm_logits"])
-    mlm_loss = torch.nn.functional.cross_entropy(
-        mlm_logits.view(-1, mlm_logits.shape[-1]), io["mlm_labels"].view(-1)
-    )
+    mlm_loss = torch.nn.functional.cross_entropy(mlm_logits.view(-1, mlm_logits.shape[-1]), io["mlm_labels"].view(-1))
     close(mlm_loss, io["mlm_loss"])
 
 
 def test_mlm_masking_matches_release(case):
     _, model, io = case
     draws = losses.MaskDraws(
-        io["fwd_mlm_raw_mask"].bool(), io["fwd_mlm_raw_replace"].bool(), io["fwd_mlm_raw_random"].bool(),
+        io["fwd_mlm_raw_mask"].bool(),
+        io["fwd_mlm_raw_replace"].bool(),
+        io["fwd_mlm_raw_random"].bool(),
         io["fwd_mlm_random_words"],
     )
     masked, labels = losses.mask_tokens(io["input_ids"], draws)
@@ -112,17 +112,25 @@ def test_mlm_masking_matches_release(case):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_losses", "release_procedure"])
 @pytest.mark.parametrize("frames", ["fwd", "fwdT4"])
-def test_training_forward(case, frames):
+def test_training_forward(case, frames, fast):
     _, model, io = case
+    model.config.fast_losses = fast
     video = io["video"][:, :1] if frames == "fwd" else io["video"]
     draws = losses.MaskDraws(
-        io["fwd_mlm_raw_mask"].bool(), io["fwd_mlm_raw_replace"].bool(), io["fwd_mlm_raw_random"].bool(),
+        io["fwd_mlm_raw_mask"].bool(),
+        io["fwd_mlm_raw_replace"].bool(),
+        io["fwd_mlm_raw_random"].bool(),
         io["fwd_mlm_random_words"],
     )
     out = model(
-        video, io["input_ids"], io["attention_mask"], io["idx"],
-        itm_negatives=(io["itm_img_neg_idx"], io["itm_txt_neg_idx"]), mlm_draws=draws,
+        video,
+        io["input_ids"],
+        io["attention_mask"],
+        io["idx"],
+        itm_negatives=(io["itm_img_neg_idx"], io["itm_txt_neg_idx"]),
+        mlm_draws=draws,
     )
     close(out.loss_itc, io[f"{frames}_loss_ita"])
     close(out.loss_itm, io[f"{frames}_loss_itm"])
@@ -158,8 +166,13 @@ def test_qa_states_and_loss(qa):
     )
     close(per_answer, io["train_answer_losses"])
     loss = model(
-        io["video"], io["q_input_ids"], io["q_attention_mask"], io["train_answer_input_ids"],
-        io["train_answer_attention_mask"], io["train_n"], io["train_weights"],
+        io["video"],
+        io["q_input_ids"],
+        io["q_attention_mask"],
+        io["train_answer_input_ids"],
+        io["train_answer_attention_mask"],
+        io["train_n"],
+        io["train_weights"],
     )
     close(loss, io["train_loss"])
 
@@ -170,8 +183,13 @@ def test_qa_answer_ranking(qa, ref_meta, ensemble):
     model, io = qa
     k = ref_meta["tiny_qa"]["k"]
     ranking = model.rank_answers(
-        io["video"], io["q_input_ids"], io["q_attention_mask"], io["answer_input_ids"], io["answer_attention_mask"],
-        k=k, ensemble=ensemble,
+        io["video"],
+        io["q_input_ids"],
+        io["q_attention_mask"],
+        io["answer_input_ids"],
+        io["answer_attention_mask"],
+        k=k,
+        ensemble=ensemble,
     )
     assert torch.equal(ranking.topk_ids, io[f"rank_{ensemble}_topk_ids"])
     close(ranking.topk_probs, io[f"rank_{ensemble}_topk_probs"])
@@ -182,3 +200,28 @@ def test_qa_answer_ranking(qa, ref_meta, ensemble):
     answers = ref_meta["tiny_qa"]["answer_list"]
     ranked = [[answers[i] for i in row] for row in ranking.topk_ids.tolist()]
     assert ranked == ref_meta["qa_ranked_answers"][ensemble]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", CASES)
+def test_retrieval_evaluation(ref_dir, ref_meta, name):
+    """Dual-encoder and re-ranked score matrices and the metrics dict, for every ensemble in the set."""
+    from singularity_vl.eval.metrics import retrieval_metrics
+    from singularity_vl.eval.retrieval import encode_texts, encode_videos, rerank_release_procedure
+
+    io = load_file(str(ref_dir / f"{name}.io.safetensors"))
+    meta = ref_meta[name]
+    model = _model(ref_dir, name.replace("pretrain", "retrieval"))
+    texts = encode_texts(model, io["eval_input_ids"], io["eval_attention_mask"])
+    videos = encode_videos(model, io["video"])
+    strategies = [s for s in ("concat", "mean", "max", "lse") if f"eval_{s}_i2t_x" in io]
+    assert strategies == list(meta["eval_metrics"])
+    for s in strategies:
+        scores = rerank_release_procedure(model, texts, videos, k_test=meta["config"]["k_test"], ensemble=s)
+        close(scores.v2t_emb, io[f"eval_{s}_i2t_emb"])
+        close(scores.t2v_emb, io[f"eval_{s}_t2i_emb"])
+        close(scores.v2t_x, io[f"eval_{s}_i2t_x"])
+        close(scores.t2v_x, io[f"eval_{s}_t2i_x"])
+        t2v, v2t = meta["eval_txt2img"], meta["eval_img2txt"]
+        assert retrieval_metrics(scores.v2t_x, scores.t2v_x, t2v, v2t) == meta["eval_metrics"][s]["x"]
+        assert retrieval_metrics(scores.v2t_emb, scores.t2v_emb, t2v, v2t) == meta["eval_metrics"][s]["emb"]

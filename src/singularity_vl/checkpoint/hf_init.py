@@ -36,12 +36,17 @@ def text_config_from_hf(directory: str | Path, fusion_layer: int | None = None) 
     hf = _read_json(Path(directory) / "config.json")
     n = hf["num_hidden_layers"]
     return TextConfig(
-        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=n,
-        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=n,
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
         fusion_layer=fusion_layer if fusion_layer is not None else max(1, n - 3),
         max_position_embeddings=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         pad_token_id=hf.get("pad_token_id", 0),
     )
 
@@ -50,21 +55,33 @@ def vision_config_from_hf(directory: str | Path, image_size: int | None = None) 
     hf = _read_json(Path(directory) / "config.json")
     backbone = "beit" if hf.get("model_type") == "beit" else "vit"
     return VisionConfig(
-        backbone=backbone, image_size=image_size or hf.get("image_size", 224), patch_size=hf.get("patch_size", 16),
-        hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"], layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        backbone=backbone,
+        image_size=image_size or hf.get("image_size", 224),
+        patch_size=hf.get("patch_size", 16),
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         layer_scale_init_value=hf.get("layer_scale_init_value", 0.1),
     )
 
 
 def config_from_hf(
-    vision_dir: str | Path, text_dir: str | Path, task: Task = "retrieval", fusion_layer: int | None = None,
-    image_size: int | None = None, embed_dim: int = 256, temporal: TemporalConfig | None = None,
+    vision_dir: str | Path,
+    text_dir: str | Path,
+    task: Task = "retrieval",
+    fusion_layer: int | None = None,
+    image_size: int | None = None,
+    embed_dim: int = 256,
+    temporal: TemporalConfig | None = None,
 ) -> SingularityConfig:
     """A config whose sizes come from the two HF directories."""
     cfg = SingularityConfig(
-        task=task, vision=vision_config_from_hf(vision_dir, image_size),
-        text=text_config_from_hf(text_dir, fusion_layer), embed_dim=embed_dim,
+        task=task,
+        vision=vision_config_from_hf(vision_dir, image_size),
+        text=text_config_from_hf(text_dir, fusion_layer),
+        embed_dim=embed_dim,
         temporal=temporal or TemporalConfig(),
     )
     if task == "qa":
@@ -93,7 +110,7 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
     raw = read_hf_weights(directory)
     state = {}
     for key, value in raw.items():
-        key = key[len("bert."):] if key.startswith("bert.") else key
+        key = key[len("bert.") :] if key.startswith("bert.") else key
         state[key] = value
     cfg = model.config
     ours = model.state_dict()
@@ -103,7 +120,7 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
         if key.startswith(("embeddings.", "encoder.")) and not key.endswith("position_ids"):
             targets["text_encoder." + key] = value
         elif key.startswith("cls.predictions.") and hasattr(model, "mlm_head"):
-            rest = key[len("cls.predictions."):]
+            rest = key[len("cls.predictions.") :]
             if rest != "bias" and rest != "decoder.weight":
                 targets["mlm_head." + rest] = value
             if rest == "bias":
@@ -123,7 +140,9 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
         if key not in ours:
             raise KeyError(f"{directory}: weight {key} has no place in the model (layer count mismatch?)")
         if ours[key].shape != value.shape:
-            raise ValueError(f"{directory}: {key} has shape {tuple(value.shape)}, model expects {tuple(ours[key].shape)}")
+            raise ValueError(
+                f"{directory}: {key} has shape {tuple(value.shape)}, model expects {tuple(ours[key].shape)}"
+            )
     model.load_state_dict(targets, strict=False)
     model.tie_weights()
     loaded = len(targets)
@@ -135,7 +154,9 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
 
 
 def init_from_hf(
-    vision_dir: str | Path | None, text_dir: str | Path | None, config: SingularityConfig | None = None,
+    vision_dir: str | Path | None,
+    text_dir: str | Path | None,
+    config: SingularityConfig | None = None,
     **config_kwargs,
 ) -> SingularityBase:
     """A model initialised from local HF directories (either may be None to keep random weights)."""

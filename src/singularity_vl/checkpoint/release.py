@@ -16,7 +16,7 @@ import torch
 
 from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, OpaqueObject, safe_torch_load
 from singularity_vl.models.config import SingularityConfig, TemporalConfig, TextConfig, VisionConfig
-from singularity_vl.models.singularity import SingularityBase, create_model
+from singularity_vl.models.singularity import SingularityBase, create_empty_model
 from singularity_vl.models.vision import grid_from_table_rows, resize_rel_pos_bias_table
 
 # release (transformers 4.15 BEiT) -> ours (transformers 5 BEiT), under `vision_encoder.`
@@ -28,8 +28,9 @@ _VISION_MAP = {
     "encoder.layer.{}.attention.attention.key.weight": "layers.{}.attention.k_proj.weight",
     "encoder.layer.{}.attention.attention.value.weight": "layers.{}.attention.v_proj.weight",
     "encoder.layer.{}.attention.attention.value.bias": "layers.{}.attention.v_proj.bias",
-    "encoder.layer.{}.attention.attention.relative_position_bias.relative_position_bias_table":
-        "layers.{}.relative_position_bias.relative_position_bias_table",
+    "encoder.layer.{}.attention.attention.relative_position_bias.relative_position_bias_table": (
+        "layers.{}.relative_position_bias.relative_position_bias_table"
+    ),
     "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.o_proj.weight",
     "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.o_proj.bias",
     "encoder.layer.{}.intermediate.dense.weight": "layers.{}.mlp.fc1.weight",
@@ -103,20 +104,29 @@ def key_map(task: str) -> KeyMap:
         km.add(same, same)
     km.rules.append((re.compile(r"^(temporal_vision_encoder\..+)$"), "{}"))  # identical names
     text = release_text_prefix(task)
-    km.rules.append((re.compile("^" + re.escape(text) + r"(embeddings\.(?!position_ids).+|encoder\..+)$"),
-                     "text_encoder.{}"))
+    km.rules.append(
+        (re.compile("^" + re.escape(text) + r"(embeddings\.(?!position_ids).+|encoder\..+)$"), "text_encoder.{}")
+    )
     for ign in _IGNORED:
         km.ignored.append(_template_regex(ign.replace("{text}", text)))
     if task in ("pretrain", "retrieval"):
-        for same in ("vision_proj.weight", "vision_proj.bias", "text_proj.weight", "text_proj.bias",
-                     "itm_head.weight", "itm_head.bias", "temp"):
+        for same in (
+            "vision_proj.weight",
+            "vision_proj.bias",
+            "text_proj.weight",
+            "text_proj.bias",
+            "itm_head.weight",
+            "itm_head.bias",
+            "temp",
+        ):
             km.add(same, same)
     heads = []
     if task == "pretrain":
         heads.append(("text_encoder.cls.predictions.", "mlm_head.", "text_encoder.bert."))
     if task == "qa":
-        km.rules.append((re.compile(r"^text_decoder\.bert\.(embeddings\.(?!position_ids).+|encoder\..+)$"),
-                         "text_decoder.bert.{}"))
+        km.rules.append(
+            (re.compile(r"^text_decoder\.bert\.(embeddings\.(?!position_ids).+|encoder\..+)$"), "text_decoder.bert.{}")
+        )
         km.ignored.append(_template_regex("text_decoder.bert.embeddings.position_ids"))
         heads.append(("text_decoder.cls.predictions.", "text_decoder.lm_head.", "text_decoder.bert."))
     for rel_prefix, our_prefix, bert_prefix in heads:
@@ -152,7 +162,9 @@ def _need(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
 
 
 def infer_config(
-    state: dict[str, torch.Tensor], task: str | None = None, release_config: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor],
+    task: str | None = None,
+    release_config: dict[str, Any] | None = None,
     text_heads: int | None = None,
 ) -> SingularityConfig:
     """The architecture of a release state dict, read from its weights (and the pickled config if any).
@@ -164,8 +176,9 @@ def infer_config(
     task = task or source
     if any(k.startswith("vision_encoder.embeddings.position_embeddings") for k in state):
         raise ValueError("ViT/DeiT release checkpoints are not supported by the converter (BEiT only)")
-    table = _need(state, "vision_encoder.encoder.layer.0.attention.attention.relative_position_bias."
-                         "relative_position_bias_table")
+    table = _need(
+        state, "vision_encoder.encoder.layer.0.attention.attention.relative_position_bias.relative_position_bias_table"
+    )
     proj = _need(state, "vision_encoder.embeddings.patch_embeddings.projection.weight")
     patch = proj.shape[-1]
     vision = VisionConfig(
@@ -181,7 +194,9 @@ def infer_config(
     tp = release_text_prefix(source)
     words = _need(state, tp + "embeddings.word_embeddings.weight")
     n_text = _count_layers(state, tp + "encoder.layer.")
-    cross = sorted({int(m.group(1)) for k in state if (m := re.match(re.escape(tp) + r"encoder\.layer\.(\d+)\.crossattention", k))})
+    cross = sorted(
+        {int(m.group(1)) for k in state if (m := re.match(re.escape(tp) + r"encoder\.layer\.(\d+)\.crossattention", k))}
+    )
     if not cross:
         raise ValueError("the text encoder has no cross-attention layers: not a SINGULARITY checkpoint")
     hidden = words.shape[1]
@@ -203,7 +218,9 @@ def infer_config(
     if release_config and isinstance(release_config.get("add_temporal_embed"), bool):
         add_embed = release_config["add_temporal_embed"]
     temporal = TemporalConfig(
-        num_frames=n_frames, add_temporal_embed=add_embed, enable_encoder=n_temporal > 0,
+        num_frames=n_frames,
+        add_temporal_embed=add_embed,
+        enable_encoder=n_temporal > 0,
         num_layers=n_temporal or 2,
     )
     cfg = SingularityConfig(task=task, vision=vision, text=text, temporal=temporal)  # type: ignore[arg-type]
@@ -234,15 +251,17 @@ def convert_task(state: dict[str, torch.Tensor], target: str) -> dict[str, torch
         raise ValueError(f"cannot convert a {source} checkpoint to {target}; start from a pre-training checkpoint")
     out: dict[str, torch.Tensor] = {}
     fusion_layer = min(
-        int(m.group(1)) for k in state if (m := re.match(r"text_encoder\.bert\.encoder\.layer\.(\d+)\.crossattention", k))
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"text_encoder\.bert\.encoder\.layer\.(\d+)\.crossattention", k))
     )
     for key, value in state.items():
         if key.startswith("text_encoder.cls."):
             if target == "qa":
-                out["text_decoder." + key[len("text_encoder."):]] = value
+                out["text_decoder." + key[len("text_encoder.") :]] = value
             continue
         if key.startswith("text_encoder.bert."):
-            rest = key[len("text_encoder.bert."):]
+            rest = key[len("text_encoder.bert.") :]
             out["text_encoder." + rest] = value
             if target == "qa":
                 m = re.match(r"encoder\.layer\.(\d+)\.(.+)$", rest)
@@ -251,8 +270,9 @@ def convert_task(state: dict[str, torch.Tensor], target: str) -> dict[str, torch
                 elif int(m.group(1)) >= fusion_layer:
                     out[f"text_decoder.bert.encoder.layer.{int(m.group(1)) - fusion_layer}.{m.group(2)}"] = value
             continue
-        if target == "qa" and (key.startswith(("vision_proj.", "text_proj.", "itm_head.", "vision_encoder.pooler."))
-                               or key == "temp"):
+        if target == "qa" and (
+            key.startswith(("vision_proj.", "text_proj.", "itm_head.", "vision_encoder.pooler.")) or key == "temp"
+        ):
             continue
         out[key] = value
     return out
@@ -283,8 +303,9 @@ class LoadReport:
             f"release {self.source_task} checkpoint -> {self.target_task} model: {self.loaded} tensors loaded",
         ]
         if self.ignored_buffers:
-            lines.append(f"ignored {len(self.ignored_buffers)} recomputed buffers "
-                         f"(relative_position_index, position_ids)")
+            lines.append(
+                f"ignored {len(self.ignored_buffers)} recomputed buffers (relative_position_index, position_ids)"
+            )
         if self.tied_aliases:
             lines.append(f"tied aliases checked: {', '.join(self.tied_aliases)}")
         for r in self.resized:
@@ -348,7 +369,8 @@ def ours_to_release(model: SingularityBase) -> dict[str, torch.Tensor]:
     for alias, primary in km.aliases.items():
         release[alias] = release[primary]
     grid = model.config.vision.image_size // model.config.vision.patch_size
-    index = model.vision_encoder.layers[0].relative_position_bias.generate_relative_position_index((grid, grid))
+    with torch.device("cpu"):
+        index = model.vision_encoder.layers[0].relative_position_bias.generate_relative_position_index((grid, grid))
     for name in _release_names(model):
         if name.endswith("relative_position_index"):
             release[name] = index.clone()
@@ -364,7 +386,7 @@ def _release_names(model: SingularityBase) -> list[str]:
     names: list[str] = []
     for ours in model.state_dict():
         if ours.startswith("vision_encoder."):
-            rest = ours[len("vision_encoder."):]
+            rest = ours[len("vision_encoder.") :]
             for rel, o in _VISION_MAP.items():
                 m = _template_regex(o).match(rest)
                 if m:
@@ -373,11 +395,11 @@ def _release_names(model: SingularityBase) -> list[str]:
                         names.append("vision_encoder." + _IGNORED[0].split("vision_encoder.")[1].format(*m.groups()))
                     break
         elif ours.startswith("text_encoder."):
-            names.append(release_text_prefix(task) + ours[len("text_encoder."):])
+            names.append(release_text_prefix(task) + ours[len("text_encoder.") :])
         elif ours.startswith("mlm_head."):
-            names.append("text_encoder.cls.predictions." + ours[len("mlm_head."):])
+            names.append("text_encoder.cls.predictions." + ours[len("mlm_head.") :])
         elif ours.startswith("text_decoder.lm_head."):
-            names.append("text_decoder.cls.predictions." + ours[len("text_decoder.lm_head."):])
+            names.append("text_decoder.cls.predictions." + ours[len("text_decoder.lm_head.") :])
         else:
             names.append(ours)
     text = release_text_prefix(task)
@@ -437,7 +459,7 @@ def load_release_state(
                 converted[key] = resize_rel_pos_bias_table(converted[key], grid)
         resized.append(f"relative position bias {cfg.vision.image_size} -> {image_size} px (bicubic)")
         cfg.vision.image_size = image_size
-    model = create_model(cfg)
+    model = create_empty_model(cfg)
     ours, report = release_to_ours(converted, model, task)
     report.source_task = source
     report.resized = resized

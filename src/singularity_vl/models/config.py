@@ -76,6 +76,10 @@ class SingularityConfig:
     itm_hard_neg: bool = True  # ITM negatives drawn from softmax(sim); else uniform among non-positives
     decoder_num_layers: int = 3  # QA answer decoder depth (the release hard-codes 3)
     attn_implementation: AttnImpl = "sdpa"  # "eager" keeps an explicit softmax(QK^T) path for comparison
+    # Training-loss speed-ups with identical numbers: each video's cross-attention keys/values are computed
+    # once and shared by its ITM pairs and the MLM pass; MLM logits only at masked positions.
+    # False runs the release's procedure (re-projecting the video for every pair).
+    fast_losses: bool = True
     gradient_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:

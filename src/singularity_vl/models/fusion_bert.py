@@ -48,9 +48,7 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
-        self.register_buffer(
-            "position_ids", torch.arange(cfg.max_position_embeddings)[None], persistent=False
-        )
+        self.register_buffer("position_ids", torch.arange(cfg.max_position_embeddings)[None], persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
@@ -276,9 +274,7 @@ class FusionBert(nn.Module):
         cross_bias = None
         if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
             cross_bias = padding_bias(encoder_attention_mask)
-        return self.encoder.run(
-            hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs
-        )
+        return self.encoder.run(hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs)
 
 
 class BertPredictionTransform(nn.Module):

@@ -74,12 +74,17 @@ class MaskDraws:
 
 
 def draw_mask(
-    shape: torch.Size, vocab_size: int, mlm_prob: float, generator: torch.Generator | None = None,
+    shape: torch.Size,
+    vocab_size: int,
+    mlm_prob: float,
+    generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> MaskDraws:
     """Random draws for `mask_tokens`, in the release's order."""
+
     def bern(p: float) -> torch.Tensor:
         return torch.bernoulli(torch.full(shape, p, device=device), generator=generator).bool()
+
     mask = bern(mlm_prob)
     replace = bern(0.8)
     random = bern(0.5)
@@ -88,7 +93,10 @@ def draw_mask(
 
 
 def mask_tokens(
-    input_ids: torch.Tensor, draws: MaskDraws, pad_token_id: int = 0, cls_token_id: int = 101,
+    input_ids: torch.Tensor,
+    draws: MaskDraws,
+    pad_token_id: int = 0,
+    cls_token_id: int = 101,
     mask_token_id: int = 103,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The release's MLM masking: PAD and CLS never masked; of the masked, 80% -> [MASK], half of the

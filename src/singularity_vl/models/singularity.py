@@ -83,9 +83,9 @@ class SingularityBase(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.text_encoder.encoder.gradient_checkpointing = enabled
         if enabled:
-            self.vision_encoder.gradient_checkpointing_enable()
+            self.vision_encoder.activation_checkpointing_enable()
         else:
-            self.vision_encoder.gradient_checkpointing_disable()
+            self.vision_encoder.activation_checkpointing_disable()
 
     def set_attn_implementation(self, impl: str) -> None:
         """Switch every attention module between `sdpa` and `eager` (same weights)."""
@@ -151,7 +151,7 @@ class SingularityBase(nn.Module):
         config = SingularityConfig.load(directory / CONFIG_NAME)
         for key, value in overrides.items():
             setattr(config, key, value)
-        model = create_model(config)
+        model = create_empty_model(config)
         if cls is not SingularityBase and not isinstance(model, cls):
             raise TypeError(f"{directory} holds a {config.task!r} model, not a {cls.__name__}")
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
@@ -169,8 +169,9 @@ class SingularityBase(nn.Module):
         result = self.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if k not in tied]
         if missing or result.unexpected_keys:
+            more = "..." if len(missing) > 10 else ""
             raise KeyError(
-                f"{source}: weights do not match the model (missing: {missing[:10]}{'...' if len(missing) > 10 else ''};"
+                f"{source}: weights do not match the model (missing: {missing[:10]}{more};"
                 f" unexpected: {result.unexpected_keys[:10]})"
             )
         self.tie_weights()
@@ -224,18 +225,28 @@ class SingularityRetrieval(SingularityBase):
     ) -> torch.Tensor:
         """ITM logits (N, 2) for aligned (text, video) rows: fusion layers, then `itm_head` on CLS."""
         fused = self.text_encoder(
-            hidden_states=text_tokens, attention_mask=text_mask, encoder_hidden_states=video_tokens,
-            mode="fusion", cross_kvs=cross_kvs,
+            hidden_states=text_tokens,
+            attention_mask=text_mask,
+            encoder_hidden_states=video_tokens,
+            mode="fusion",
+            cross_kvs=cross_kvs,
         )
         return self.itm_head(fused[:, 0])
 
-    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
+    def mlm_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Two-stage MLM: text layers on the (masked) ids, fusion layers on the video, then the head."""
         text_tokens = self.text_encoder(input_ids, attention_mask, mode="text")
         fused = self.text_encoder(
             hidden_states=text_tokens, attention_mask=attention_mask, encoder_hidden_states=video_tokens, mode="fusion"
         )
         return self.mlm_head(fused)
+
+    def cross_kvs(self, video_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values (B, nh, N, hd) of each fusion layer for these videos."""
+        layers = self.text_encoder.encoder.layer[self.text_encoder.fusion_layer :]
+        return [layer.crossattention.self.project_kv(video_tokens) for layer in layers]
 
     def itm_loss(
         self,
@@ -246,8 +257,10 @@ class SingularityRetrieval(SingularityBase):
         video_ids: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+        video_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ITM over [positives; (text, neg video); (neg text, video)]; returns (loss, logits)."""
+        """ITM over [positives; (text, neg video); (neg text, video)]; returns (loss, logits).
+        With `video_kvs` (from `cross_kvs`) the videos are not re-projected for each pair."""
         if negatives is None:
             w_t2v, w_v2t = losses.hard_negative_weights(sim_v2t, video_ids, self.config.itm_hard_neg)
             negatives = losses.draw_negatives(w_t2v, w_v2t, generator)
@@ -255,10 +268,39 @@ class SingularityRetrieval(SingularityBase):
         b = text_tokens.shape[0]
         text_all = torch.cat([text_tokens, text_tokens, text_tokens[neg_text]], 0)
         mask_all = torch.cat([text_mask, text_mask, text_mask[neg_text]], 0)
-        video_all = torch.cat([video_tokens, video_tokens[neg_video], video_tokens], 0)
-        logits = self.match_logits(text_all, mask_all, video_all)
+        if video_kvs is not None:
+            order = torch.cat(
+                [torch.arange(b, device=neg_video.device), neg_video, torch.arange(b, device=neg_video.device)]
+            )
+            kvs = [(k[order], v[order]) for k, v in video_kvs]
+            logits = self.match_logits(text_all, mask_all, cross_kvs=kvs)
+        else:
+            video_all = torch.cat([video_tokens, video_tokens[neg_video], video_tokens], 0)
+            logits = self.match_logits(text_all, mask_all, video_all)
         labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
         return F.cross_entropy(logits.float(), labels), logits
+
+    def mlm_loss(
+        self,
+        masked_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        video_tokens: torch.Tensor,
+        video_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy over masked positions. The fast path runs the head only where labelled."""
+        if video_kvs is None:
+            logits = self.mlm_logits(masked_ids, attention_mask, video_tokens)
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1))
+        text_tokens = self.text_encoder(masked_ids, attention_mask, mode="text")
+        fused = self.text_encoder(
+            hidden_states=text_tokens, attention_mask=attention_mask, mode="fusion", cross_kvs=video_kvs
+        )
+        where = labels != -100
+        if not bool(where.any()):  # nothing masked: zero loss (the release's mean over nothing is NaN)
+            return fused.sum() * 0.0
+        logits = self.mlm_head(fused[where])  # (n_masked, V)
+        return F.cross_entropy(logits.float(), labels[where])
 
     def forward(
         self,
@@ -280,8 +322,9 @@ class SingularityRetrieval(SingularityBase):
         text_tokens, text_cls = self.encode_text(input_ids, attention_mask)
         sim_v2t = self.similarity(self.video_features(enc.pooled), self.text_features(text_cls)) / self.temp
         loss_itc = losses.itc_loss(sim_v2t.float(), video_ids)
+        video_kvs = self.cross_kvs(enc.tokens) if self.config.fast_losses else None
         loss_itm, itm_logits = self.itm_loss(
-            sim_v2t, text_tokens, attention_mask, enc.tokens, video_ids, generator, itm_negatives
+            sim_v2t, text_tokens, attention_mask, enc.tokens, video_ids, generator, itm_negatives, video_kvs
         )
         loss = w["itc"] * loss_itc + w["itm"] * loss_itm
         loss_mlm = None
@@ -294,8 +337,7 @@ class SingularityRetrieval(SingularityBase):
             masked_ids, labels = losses.mask_tokens(
                 input_ids, mlm_draws, t.pad_token_id, t.cls_token_id, t.mask_token_id
             )
-            logits = self.mlm_logits(masked_ids, attention_mask, enc.tokens)
-            loss_mlm = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1))
+            loss_mlm = self.mlm_loss(masked_ids, attention_mask, labels, enc.tokens, video_kvs)
             loss = loss + w["mlm"] * loss_mlm
         return SingularityOutput(loss, loss_itc, loss_itm, loss_mlm, itm_logits, sim_v2t)
 
@@ -307,7 +349,11 @@ class AnswerDecoder(nn.Module):
         super().__init__()
         t = config.text
         self.bert = FusionBert(
-            t, encoder_width=t.hidden_size, num_layers=config.decoder_num_layers, fusion_layer=0, causal=True,
+            t,
+            encoder_width=t.hidden_size,
+            num_layers=config.decoder_num_layers,
+            fusion_layer=0,
+            causal=True,
             attn_implementation=config.attn_implementation,
         )
         self.lm_head = BertLMHead(t)
@@ -322,8 +368,11 @@ class AnswerDecoder(nn.Module):
     ) -> torch.Tensor:
         """Next-token logits (N, L, V)."""
         hidden = self.bert(
-            input_ids, attention_mask, encoder_hidden_states=question_states,
-            encoder_attention_mask=question_mask, mode="multi_modal",
+            input_ids,
+            attention_mask,
+            encoder_hidden_states=question_states,
+            encoder_attention_mask=question_mask,
+            mode="multi_modal",
         )
         return self.lm_head(hidden)
 
@@ -394,7 +443,11 @@ class SingularityQA(SingularityBase):
         return logits.softmax(-1).index_select(1, answer_ids[:, 1])
 
     def _candidate_loss(
-        self, states: torch.Tensor, qmask: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
+        self,
+        states: torch.Tensor,
+        qmask: torch.Tensor,
+        answer_ids: torch.Tensor,
+        answer_mask: torch.Tensor,
         topk_ids: torch.Tensor,
     ) -> torch.Tensor:
         """Summed token loss (B, k) of each candidate decoded in full (first word counted again, as the release)."""
@@ -449,3 +502,15 @@ MODEL_CLASSES = {"pretrain": SingularityRetrieval, "retrieval": SingularityRetri
 def create_model(config: SingularityConfig) -> SingularityBase:
     """A randomly initialised model of `config.task`."""
     return MODEL_CLASSES[config.task](config)
+
+
+def create_empty_model(config: SingularityConfig) -> SingularityBase:
+    """A model with uninitialised parameters (no random init), ready to receive a full state dict fast."""
+    with torch.device("meta"):
+        model = MODEL_CLASSES[config.task](config)
+    model = model.to_empty(device="cpu")
+    for module in model.modules():
+        if hasattr(module, "position_ids") and isinstance(module.position_ids, torch.Tensor):
+            module.position_ids = torch.arange(module.position_ids.shape[1])[None]
+    model.tie_weights()
+    return model

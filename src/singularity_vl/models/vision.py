@@ -49,7 +49,8 @@ def build_vision_encoder(cfg: VisionConfig, attn_implementation: str = "sdpa") -
         grid = cfg.image_size // cfg.patch_size
         # transformers 5 caches this index per grid for the whole process; building it here, outside any
         # `torch.inference_mode()`, keeps a later training step at this size from failing.
-        model.layers[0].relative_position_bias.generate_relative_position_index((grid, grid))
+        with torch.device("cpu"):  # never cache a meta-device index when built under `torch.device("meta")`
+            model.layers[0].relative_position_bias.generate_relative_position_index((grid, grid))
         return model
     return ViTModel(hf_cfg, add_pooling_layer=False)
 
@@ -60,7 +61,6 @@ def encode_frames(encoder: nn.Module, pixel_values: torch.Tensor, backbone: str)
     BEiT: pooled = mean of patch tokens through the pooler LayerNorm (the release's `pooler_output`).
     ViT/DeiT: pooled = the CLS token of the final (LayerNorm-ed) hidden states.
     """
-    height, width = pixel_values.shape[-2:]
     out = encoder(pixel_values=pixel_values, interpolate_pos_encoding=False)
     tokens = out.last_hidden_state
     if backbone == "beit":

@@ -1,0 +1,115 @@
+"""Training steps per second (ITC+ITM+MLM, 1 frame, AdamW step included), same model, same run:
+
+- `fp32_eager`: the plain path: fp32, explicit softmax(QK^T) attention, the release's loss procedure
+  (every ITM pair re-projects its video through the fusion layers' key/value weights; full MLM logits);
+- `default`: ours: SDPA attention, mixed precision `auto` (bf16 autocast where the CPU runs bf16 natively,
+  i.e. AMX or AVX512-BF16; fp32 elsewhere, where PyTorch's bf16 GEMM is ~100x slower), shared video
+  keys/values and MLM logits only at masked positions (same numbers; see tests);
+- `bf16` (optional, `--with-bf16`): the default path with bf16 autocast forced.
+
+    python benchmarks/train_step.py [--sizes tiny base] [--steps 3] [--with-bf16] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from singularity_vl.models.config import preset
+from singularity_vl.models.precision import autocast, cpu_has_native_bf16, resolve_precision
+from singularity_vl.models.singularity import create_model
+
+BATCH = {"tiny": 16, "base": 8}
+PATHS = {
+    "fp32_eager": dict(attn="eager", precision="fp32", fast_losses=False),
+    "default": dict(attn="sdpa", precision="auto", fast_losses=True),
+    "bf16": dict(attn="sdpa", precision="bf16", fast_losses=True),
+}
+
+
+def _batch(cfg, batch: int, gen: torch.Generator):
+    res = cfg.vision.image_size
+    video = torch.randn(batch, 1, 3, res, res, generator=gen)
+    ids = torch.randint(1000, 20000, (batch, 32), generator=gen)
+    ids[:, 0] = cfg.text.cls_token_id
+    mask = torch.ones_like(ids)
+    mask[::2, 20:] = 0  # some padding, as in real captions
+    ids[mask == 0] = 0
+    return video, ids, mask
+
+
+def time_steps(size: str, path: str, steps: int, warmup: int = 1) -> float:
+    """Mean seconds per training step (forward, backward, AdamW) on one path."""
+    spec = PATHS[path]
+    torch.manual_seed(0)
+    cfg = preset(size, "pretrain")
+    cfg.attn_implementation = spec["attn"]
+    cfg.fast_losses = spec["fast_losses"]
+    model = create_model(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    video, ids, mask = _batch(cfg, BATCH[size], gen)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        with autocast(spec["precision"], "cpu"):
+            out = model(video, ids, mask, torch.arange(len(ids)), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return sum(times) / len(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--with-bf16", action="store_true", help="also time forced bf16 autocast")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    paths = ["fp32_eager", "default"] + (["bf16"] if args.with_bf16 else [])
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "default_precision": resolve_precision("auto", "cpu"),
+        "loadavg_1m_before": round(os.getloadavg()[0], 2),
+    }
+    print(
+        f"CPU {env['cpu_capability']}, native bf16: {env['native_bf16']} -> default precision "
+        f"{env['default_precision']}; torch {env['torch']}, {env['threads']} threads"
+    )
+    header = f"{'size':6} {'batch':>5} " + " ".join(f"{p + ' s/step':>17}" for p in paths) + f" {'speedup':>8}"
+    print(header)
+    results: dict[str, dict] = {}
+    for size in args.sizes:
+        secs = {p: time_steps(size, p, args.steps) for p in paths}
+        row = {"batch": BATCH[size], "steps_timed": args.steps}
+        for p, s in secs.items():
+            row[f"{p}_s_per_step"] = round(s, 4)
+            row[f"{p}_steps_per_s"] = round(1 / s, 4)
+        row["speedup"] = round(secs["fp32_eager"] / secs["default"], 3)
+        if "bf16" in secs:
+            row["bf16_speedup"] = round(secs["fp32_eager"] / secs["bf16"], 3)
+        results[size] = row
+        print(
+            f"{size:6} {BATCH[size]:>5} " + " ".join(f"{secs[p]:>17.3f}" for p in paths) + f" {row['speedup']:>7.2f}x"
+        )
+    env["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    print(f"load average (1 min) before {env['loadavg_1m_before']}, after {env['loadavg_1m_after']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**results, "env": env}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval re-ranking and the release's metrics."""

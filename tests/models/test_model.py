@@ -1,0 +1,251 @@
+"""Behaviour of the tiny presets: shapes, gradients, determinism, attention paths, save/load, HF init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BeitConfig, BeitModel
+
+from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir, read_hf_weights
+from singularity_vl.models import losses
+from singularity_vl.models.config import SingularityConfig, preset, tiny_config
+from singularity_vl.models.singularity import SingularityBase, SingularityQA, create_model
+
+B, L = 3, 8
+
+
+def _batch(cfg: SingularityConfig, frames: int = 1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    res = cfg.vision.image_size
+    video = torch.randn(B, frames, 3, res, res, generator=g)
+    ids = torch.randint(1000, 5000, (B, L), generator=g)
+    ids[:, 0] = cfg.text.cls_token_id
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    ids[1, 6:] = 0
+    return video, ids, mask
+
+
+def _unused(model, cfg) -> set[str]:
+    unused = set()
+    if not cfg.temporal.add_temporal_embed:
+        unused.add("temporal_embeddings")
+    return unused
+
+
+@pytest.mark.parametrize("task", ["pretrain", "retrieval"])
+@pytest.mark.parametrize("temporal", [False, True])
+def test_retrieval_models_train(task, temporal):
+    cfg = tiny_config(task, temporal)
+    model = create_model(cfg).train()
+    video, ids, mask = _batch(cfg, frames=4 if temporal else 1)
+    out = model(video, ids, mask, torch.tensor([0, 1, 2]), generator=torch.Generator().manual_seed(0))
+    assert out.itm_logits.shape == (3 * B, 2)
+    assert torch.isfinite(out.loss)
+    assert (out.loss_mlm is not None) == (task == "pretrain")
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        if name in _unused(model, cfg):
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"no gradient for {name}"
+
+
+def test_qa_model_trains_and_ranks():
+    cfg = tiny_config("qa")
+    model = create_model(cfg).train()
+    assert isinstance(model, SingularityQA)
+    video, q, qmask = _batch(cfg, frames=2)
+    answers = torch.tensor([[101, 2417, 102, 0], [101, 2665, 102, 0], [101, 2417, 2665, 102]])
+    amask = (answers != 0).long()
+    loss = model(video, q, qmask, answers, amask, torch.tensor([1, 1, 1]), torch.tensor([1.0, 0.5, 1.0]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name in _unused(model, cfg):
+            continue
+        assert p.grad is not None, f"no gradient for {name}"
+    model.eval()
+    for ensemble in ("concat", "mean", "max", "lse"):
+        ranking = model.rank_answers(video, q, qmask, answers, amask, k=2, ensemble=ensemble)
+        assert ranking.topk_ids.shape == (B, 2)
+        torch.testing.assert_close(ranking.topk_probs.sum(1), torch.ones(B))
+
+
+def test_itm_negatives_deterministic_with_generator():
+    cfg = tiny_config("retrieval")
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg)
+    vid = torch.tensor([0, 1, 1])
+    a = model(video, ids, mask, vid, generator=torch.Generator().manual_seed(5))
+    b = model(video, ids, mask, vid, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.itm_logits, b.itm_logits, rtol=0, atol=0)
+
+
+def test_negatives_never_share_the_video_id():
+    sim = torch.randn(4, 4)
+    ids = torch.tensor([7, 7, 8, 9])
+    w_t2v, w_v2t = losses.hard_negative_weights(sim, ids)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        neg_v, neg_t = losses.draw_negatives(w_t2v, w_v2t, g)
+        assert (ids[neg_v] != ids).all() and (ids[neg_t] != ids).all()
+    same = torch.tensor([1, 1, 1, 1])  # whole batch one video: no crash, never itself
+    w_t2v, _ = losses.hard_negative_weights(sim, same)
+    assert (w_t2v.diagonal() == 0).all() and (w_t2v.sum(1) > 0).all()
+
+
+def test_itc_soft_targets():
+    sim = torch.zeros(3, 3)
+    # all-equal similarities: loss is log(3) without ids; with 0,1 sharing an id the soft target helps
+    assert losses.itc_loss(sim).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+    assert losses.itc_loss(sim, torch.tensor([0, 0, 1])).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+
+
+def test_frame_pooling():
+    s = torch.tensor([[1.0, 3.0]])
+    assert losses.pool_frames(s, "mean").item() == 2.0
+    assert losses.pool_frames(s, "max").item() == 3.0
+    assert losses.pool_frames(s, "lse").item() == pytest.approx(torch.logsumexp(s, -1).item())
+    with pytest.raises(ValueError, match="ensemble"):
+        losses.pool_frames(s, "median")
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_sdpa_and_eager_agree(temporal):
+    cfg = tiny_config("pretrain", temporal)
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg, frames=4)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        a = model(video, ids, mask, generator=g)
+        model.set_attn_implementation("eager")
+        b = model(video, ids, mask, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_same_gradients():
+    cfg = tiny_config("retrieval")
+    cfg.text.attention_dropout = cfg.text.hidden_dropout = 0.0  # deterministic training forward
+    torch.manual_seed(0)
+    model = create_model(cfg).train()
+    video, ids, mask = _batch(cfg)
+    negs = (torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1]))
+    model(video, ids, mask, itm_negatives=negs).loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.set_gradient_checkpointing(True)
+    model(video, ids, mask, itm_negatives=negs).loss.backward()
+    for n, p in model.named_parameters():
+        if n in ref:
+            torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    cfg = tiny_config("qa", temporal=True)
+    model = create_model(cfg).eval()
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    again = SingularityBase.from_pretrained(tmp_path / "m").eval()
+    assert again.config == cfg
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        SingularityBase.from_pretrained(tmp_path / "missing")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key 'bogus'"):
+        SingularityConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="fusion_layer"):
+        SingularityConfig.from_dict({"text": {"fusion_layer": 0}})
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        SingularityConfig.load(bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_base_preset_sizes():
+    with torch.device("meta"):
+        model = create_model(preset("base", "retrieval"))
+    n = sum(p.numel() for p in model.parameters())
+    assert n == 202142915  # the release's retrieval model, official_state_dict_meta.json
+
+
+def test_vit_backbone():
+    cfg = tiny_config("retrieval")
+    cfg.vision.backbone = "vit"
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg, frames=2)
+    with torch.no_grad():
+        enc = model.encode_video(video)
+    assert enc.tokens.shape == (B, 2 * 17, 64) and enc.pooled.shape == (B, 2, 64)
+
+
+def test_init_from_local_hf_dirs(tmp_path):
+    beit_dir = tmp_path / "beit"
+    BeitModel(
+        BeitConfig(
+            hidden_size=384,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            intermediate_size=512,
+            image_size=32,
+            use_mean_pooling=True,
+            use_relative_position_bias=True,
+            use_absolute_position_embeddings=False,
+        )
+    ).save_pretrained(beit_dir)
+    model = init_from_hf(beit_dir, minilm_dir(), task="pretrain", embed_dim=64)
+    assert model.config.text.num_layers == 6 and model.config.text.fusion_layer == 3
+    minilm = read_hf_weights(minilm_dir())
+    for i in range(6):  # text-only and fusion layers keep MiniLM's self-attention and FFN
+        key = f"encoder.layer.{i}.attention.self.query.weight"
+        assert torch.equal(model.text_encoder.state_dict()[key], minilm[key])
+    hf_vision = BeitModel.from_pretrained(beit_dir).state_dict()
+    assert torch.equal(
+        model.vision_encoder.state_dict()["layers.1.mlp.fc1.weight"], hf_vision["layers.1.mlp.fc1.weight"]
+    )
+    qa = init_from_hf(
+        None,
+        minilm_dir(),
+        config=model.config.__class__.from_dict(
+            {
+                **model.config.to_dict(),
+                "task": "qa",
+                "vision": {**model.config.to_dict()["vision"], "use_pooler": False},
+            }
+        ),
+    )
+    dec0 = qa.text_decoder.bert.state_dict()["encoder.layer.0.attention.self.query.weight"]
+    assert torch.equal(dec0, minilm["encoder.layer.3.attention.self.query.weight"])
+
+
+def test_fast_losses_same_loss_and_gradients():
+    """Sharing each video's cross-attention K/V and sparse MLM logits change no number."""
+    cfg = tiny_config("pretrain")
+    cfg.text.attention_dropout = cfg.text.hidden_dropout = 0.0
+    torch.manual_seed(0)
+    model = create_model(cfg).train()
+    video, ids, mask = _batch(cfg)
+    grads = []
+    for fast in (False, True):
+        model.config.fast_losses = fast
+        model.zero_grad()
+        out = model(video, ids, mask, generator=torch.Generator().manual_seed(3))
+        out.loss.backward()
+        grads.append(
+            (out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name in grads[0][1]:
+        torch.testing.assert_close(grads[0][1][name], grads[1][1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_auto_precision_follows_hardware():
+    from singularity_vl.models import precision
+
+    expected = "bf16" if precision.cpu_has_native_bf16() else "fp32"
+    assert precision.resolve_precision("auto", "cpu") == expected
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
