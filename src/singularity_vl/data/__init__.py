@@ -1,0 +1,1 @@
+"""Data: frame sampling, video/image reading, transforms, annotations, tokenisation, datasets."""

