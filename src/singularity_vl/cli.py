@@ -43,6 +43,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_videos(args: argparse.Namespace) -> int:
+    from singularity_vl.data.prepare_videos import prepare_videos
+
+    summary = prepare_videos(args.src, args.dst, fps=args.fps, size=args.size, trim=args.trim, workers=args.workers)
+    print(summary.text())
+    return 1 if summary.failed else 0
+
+
 def _cmd_smoke(args: argparse.Namespace) -> int:
     from singularity_vl.smoke import run_smoke
 
@@ -85,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print the architecture of a model directory or release .pth")
     p.add_argument("path")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "prepare-videos",
+        help="re-encode a folder of videos at a lower fps and size, as the release did (resumable, parallel)",
+    )
+    p.add_argument("src", help="folder of source videos (searched recursively)")
+    p.add_argument("dst", help="output folder; the relative layout is kept, files become .mp4")
+    p.add_argument("--fps", type=float, default=2.0, help="output frame rate (release: 2)")
+    p.add_argument("--size", type=int, default=224, help="shorter side in pixels (release: 224 or 360)")
+    p.add_argument("--trim", type=float, default=None, help="keep only the first N seconds (release: DiDeMo)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 4)")
+    p.set_defaults(func=_cmd_prepare_videos)
 
     p = sub.add_parser("smoke", help="tiny end-to-end run on CPU: build, train a few steps, save, reload")
     p.add_argument("--out", default="runs/smoke")

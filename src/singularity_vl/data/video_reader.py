@@ -23,8 +23,14 @@ import numpy as np
 from singularity_vl.data.sampling import sample_frame_indices
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+# Frames at least this large decode with slice threads.
+SLICE_THREADS_MIN_PIXELS = 640 * 360
 # Seeking flushes the decoder and restarts at a keyframe; counted as this many decoded frames.
-SEEK_COST_FRAMES = 4
+SEEK_COST_FRAMES = 10
+# Building the packet index (demuxing every packet) costs about one decoded frame per this many packets.
+PACKETS_PER_FRAME_COST = 30
+# Take the seeking path only when its estimated cost is below this share of decoding straight through.
+SEEK_PATH_MAX_SHARE = 0.6
 
 
 class VideoReadError(RuntimeError):
@@ -74,7 +80,11 @@ def _video_stream(container, path):
     if not container.streams.video:
         raise VideoReadError(path, "no video stream")
     stream = container.streams.video[0]
-    stream.thread_type = "SLICE"  # frame threading can deadlock in forked DataLoader workers
+    ctx = stream.codec_context
+    if (ctx.width or 0) * (ctx.height or 0) >= SLICE_THREADS_MIN_PIXELS:
+        stream.thread_type = "SLICE"  # frame threading can deadlock in forked DataLoader workers
+    else:
+        ctx.thread_count = 1  # small frames: starting decoder threads costs more than it saves
     return stream
 
 
@@ -154,6 +164,20 @@ def plan_decode(wanted: list[int], index: VideoIndex) -> list[tuple[str, int]]:
     return steps
 
 
+def plan_cost(steps: list[tuple[str, int]], index: VideoIndex) -> float:
+    """Estimated decoded-frame equivalents of a plan, including building the packet index."""
+    cost = index.num_frames / PACKETS_PER_FRAME_COST
+    position = 0
+    for step, frame in steps:
+        if step == "seek":
+            cost += SEEK_COST_FRAMES
+            position = frame
+        else:
+            cost += frame - position + 1
+            position = frame + 1
+    return cost
+
+
 def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None = None) -> np.ndarray:
     """Frames `indices` (presentation order, duplicates allowed) as uint8 (T, H, W, 3)."""
     if is_image(path):
@@ -211,6 +235,42 @@ class Clip:
     timestamps: list[float]  # seconds of each returned frame
 
 
+def _container_index(stream) -> tuple[int, list[int]] | None:
+    """(frame count, keyframe positions in decode order) from the container's own sample table (mp4/mov),
+    read at open time: no demuxing. None when the container has no complete table (webm cues, streams)."""
+    try:
+        entries = stream.index_entries
+        n = len(entries)
+    except (AttributeError, av.FFmpegError):
+        return None
+    if n == 0 or stream.frames != n:
+        return None
+    keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
+    return (n, keys) if keys else None
+
+
+def _decode_sequential(container, stream, indices: list[int], path) -> tuple[np.ndarray, list[float]]:
+    """Decode from the start (decoder output is presentation order), keep `indices`, stop after the last."""
+    need = set(indices)
+    last = max(indices)
+    got: dict[int, np.ndarray] = {}
+    times: dict[int, float] = {}
+    t0 = None
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            t0 = frame.time if t0 is None else t0
+            if i in need:
+                got[i] = frame.to_ndarray(format="rgb24")
+                times[i] = (frame.time or 0.0) - (t0 or 0.0)
+            if i >= last:
+                break
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"decoding failed ({e})") from e
+    if len(got) < len(need):
+        raise VideoReadError(path, f"truncated: frame {min(need - set(got))} could not be decoded")
+    return np.stack([got[i] for i in indices]), [times[i] for i in indices]
+
+
 def read_clip(
     path: str | Path,
     num_frames: int,
@@ -218,12 +278,31 @@ def read_clip(
     rng: random.Random | None = None,
     max_num_frames: int = -1,
 ) -> Clip:
-    """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos."""
+    """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos.
+
+    When the container's sample table shows that seeking would not clearly pay off (one GOP, wanted frames
+    close together, or a short file), frames are decoded straight from the start with no index pass;
+    otherwise the packet index is built (cached) and the reader seeks keyframe to keyframe."""
     if is_image(path):
         frames = read_frames(path, [0] * num_frames)
         return Clip(frames, [0] * num_frames, 1.0, 1, [0.0] * num_frames)
+    idx = None
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        quick = _container_index(stream)
+        if quick is not None:
+            n, keys = quick
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 1.0
+            idx = sample_frame_indices(num_frames, n, mode, rng, fps, max_num_frames)
+            approx = VideoIndex(tuple(range(n)), tuple(keys), fps, 0.0)
+            straight = max(idx) + 1
+            if plan_cost(plan_decode(idx, approx), approx) >= SEEK_PATH_MAX_SHARE * straight:
+                frames, times = _decode_sequential(container, stream, idx, path)
+                return Clip(frames, idx, fps, n, times)
     index = video_index(path)
-    idx = sample_frame_indices(num_frames, index.num_frames, mode, rng, index.fps, max_num_frames)
+    if idx is None or index.num_frames != quick[0]:
+        idx = sample_frame_indices(num_frames, index.num_frames, mode, rng, index.fps, max_num_frames)
     frames = read_frames(path, idx, index)
     t0 = index.pts[0]
     times = [(index.pts[i] - t0) * index.time_base if index.time_base else i / index.fps for i in idx]

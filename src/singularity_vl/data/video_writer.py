@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +22,7 @@ def write_video(
     crf: int = 23,
     timestamps: list[float] | None = None,
 ) -> Path:
-    """Encode uint8 RGB frames (H, W, 3) to `path`, atomically (temporary name, then rename).
+    """Encode uint8 RGB frames (H, W, 3), streamed, to `path` atomically (temporary name, then rename).
 
     `gop` is the keyframe interval; `timestamps` (seconds, increasing) gives variable-frame-rate output.
     """
@@ -41,7 +42,7 @@ def write_video(
         stream.pix_fmt = pix_fmt or ("yuv444p" if (width % 2 or height % 2) else "yuv420p")
         if timestamps is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
-        for i, rgb in enumerate([first, *frames]):
+        for i, rgb in enumerate(itertools.chain([first], frames)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if timestamps is not None:
                 frame.pts = int(round(timestamps[i] * 1000))
@@ -52,6 +53,14 @@ def write_video(
             container.mux(packet)
     tmp.replace(path)
     return path
+
+
+def even_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(w, h) with the shorter side `shorter` (never upscaled), aspect kept, both even (yuv420p)."""
+    scale = min(1.0, shorter / min(width, height))
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
 
 
 def moving_square_frames(n: int, height: int = 72, width: int = 96, seed: int = 0) -> list[np.ndarray]:

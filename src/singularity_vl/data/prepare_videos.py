@@ -1,0 +1,118 @@
+"""The release's pre-compression of videos: re-encode at a lower frame rate with the shorter side at
+224 (or 360) pixels, optionally only the first N seconds (as for DiDeMo). Parallel, resumable (finished
+outputs are skipped; each output is written under a temporary name and renamed), with a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from singularity_vl.data.video_writer import even_size, write_video
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".wmv"}
+
+
+def _frames_at_fps(path: Path, fps: float, size: int, trim: float | None) -> Iterator:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        next_t = 0.0
+        start = None
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            start = frame.time if start is None else start
+            t = frame.time - start
+            if trim is not None and t >= trim:
+                break
+            if t + 1e-6 < next_t:
+                continue
+            next_t += 1.0 / fps
+            while next_t <= t:  # a gap in a variable-rate source: do not emit catch-up frames
+                next_t += 1.0 / fps
+            w, h = even_size(frame.width, frame.height, size)
+            yield frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+
+
+def compress_video(
+    src: str | Path, dst: str | Path, fps: float = 2.0, size: int = 224, trim: float | None = None, crf: int = 23
+) -> Path:
+    """Re-encode `src` to H.264 `dst` at `fps` frames per second, shorter side `size`."""
+    frames = _frames_at_fps(Path(src), fps, size, trim)
+    try:
+        return write_video(dst, frames, fps=fps, gop=max(1, int(round(fps * 2))), crf=crf)
+    except StopIteration:
+        raise ValueError(f"{src}: no decodable frames") from None
+
+
+@dataclass
+class PrepareSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"{len(self.done)} converted, {len(self.skipped)} already done, {len(self.failed)} failed"]
+        lines += [f"  FAILED {src}: {err}" for src, err in sorted(self.failed.items())]
+        return "\n".join(lines)
+
+
+def _job(src: str, dst: str, fps: float, size: int, trim: float | None) -> tuple[str, str | None]:
+    try:
+        compress_video(src, dst, fps, size, trim)
+        return src, None
+    except Exception as e:  # noqa: BLE001 - every failure is reported in the summary, none stops the run
+        for leftover in Path(dst).parent.glob(Path(dst).name + ".part*"):
+            leftover.unlink(missing_ok=True)
+        return src, f"{type(e).__name__}: {e}"
+
+
+def prepare_videos(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    fps: float = 2.0,
+    size: int = 224,
+    trim: float | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Convert every video under `src_dir` to `dst_dir/<same relative path>.mp4`."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    if not src_dir.is_dir():
+        raise FileNotFoundError(f"{src_dir}: not a directory")
+    summary = PrepareSummary()
+    jobs = []
+    for src in sorted(p for p in src_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
+        if ".part" in src.name:
+            continue
+        dst = (dst_dir / src.relative_to(src_dir)).with_suffix(".mp4")
+        if dst.is_file() and dst.stat().st_size > 0:
+            summary.skipped.append(str(src))
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        jobs.append((str(src), str(dst)))
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    bar = tqdm(total=len(jobs), desc="prepare-videos", unit="video", disable=not progress)
+    if workers == 1:
+        results = (_job(s, d, fps, size, trim) for s, d in jobs)
+        for src, err in results:
+            (summary.failed.__setitem__(src, err) if err else summary.done.append(src))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_job, s, d, fps, size, trim) for s, d in jobs]
+            for fut in as_completed(futures):
+                src, err = fut.result()
+                (summary.failed.__setitem__(src, err) if err else summary.done.append(src))
+                bar.update()
+    bar.close()
+    if summary.failed:
+        (dst_dir / "prepare_failures.json").write_text(json.dumps(summary.failed, indent=2))
+    return summary
