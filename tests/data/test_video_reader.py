@@ -127,3 +127,16 @@ def test_truncated_stream_with_index_up_front(tmp_path, decoded):
         truth = decoded(cut)
         for j, i in enumerate(clip.indices):
             assert np.array_equal(clip.frames[j], truth[i])
+
+
+def test_decord_backend_needs_decord(clips):
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="decord"):
+            read_clip(clips["gop10"], 2, "middle", backend="decord")
+    else:
+        truth = read_clip(clips["gop10"], 4, "middle").frames
+        assert np.array_equal(read_clip(clips["gop10"], 4, "middle", backend="decord").frames.shape, truth.shape)
+    with pytest.raises(ValueError, match="backend"):
+        read_clip(clips["gop10"], 2, backend="opencv")

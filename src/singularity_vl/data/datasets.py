@@ -32,12 +32,14 @@ def _log_failure(err: VideoReadError) -> None:
         log.warning("skipping unreadable media %s", err)
 
 
-def read_media(media: str | list[str], num_frames: int, mode: str, rng: random.Random) -> np.ndarray:
+def read_media(
+    media: str | list[str], num_frames: int, mode: str, rng: random.Random, backend: str = "pyav"
+) -> np.ndarray:
     """uint8 (T, H, W, 3) from a video/image path, or from a list of frame image files."""
     if isinstance(media, list):
         idx = sample_frame_indices(num_frames, len(media), mode, rng)
         return np.concatenate([read_frames(media[i], [0]) for i in idx])
-    return read_clip(media, num_frames, mode, rng).frames
+    return read_clip(media, num_frames, mode, rng, backend=backend).frames
 
 
 class CaptionTrainDataset(Dataset):
@@ -51,8 +53,10 @@ class CaptionTrainDataset(Dataset):
         num_frames: int = 1,
         sample_mode: str = "rand",
         seed: int = 0,
+        video_backend: str = "pyav",
     ) -> None:
         self.samples = list(samples)
+        self.video_backend = video_backend
         self.transform = transform
         self.num_frames = num_frames
         self.sample_mode = sample_mode
@@ -71,7 +75,7 @@ class CaptionTrainDataset(Dataset):
         s = self.samples[i]
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
         try:
-            frames = read_media(s.media, self.num_frames, self.sample_mode, rng)
+            frames = read_media(s.media, self.num_frames, self.sample_mode, rng, self.video_backend)
         except VideoReadError as e:
             _log_failure(e)
             return None

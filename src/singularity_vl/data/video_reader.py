@@ -271,21 +271,44 @@ def _decode_sequential(container, stream, indices: list[int], path) -> tuple[np.
     return np.stack([got[i] for i in indices]), [times[i] for i in indices]
 
 
+def _read_clip_decord(path, num_frames, mode, rng, max_num_frames) -> Clip:
+    try:
+        import decord
+    except ImportError as e:
+        raise ImportError("backend='decord' needs the decord package (pip install decord)") from e
+    if not Path(path).is_file():
+        raise VideoReadError(path, "no such file")
+    try:
+        vr = decord.VideoReader(str(path), num_threads=1)
+        n, fps = len(vr), float(vr.get_avg_fps())
+        idx = sample_frame_indices(num_frames, n, mode, rng, fps, max_num_frames)
+        frames = vr.get_batch(idx).asnumpy()
+    except decord.DECORDError as e:
+        raise VideoReadError(path, f"decord failed ({e})") from e
+    return Clip(frames, idx, fps, n, [i / fps for i in idx])
+
+
 def read_clip(
     path: str | Path,
     num_frames: int,
     mode: str = "middle",
     rng: random.Random | None = None,
     max_num_frames: int = -1,
+    backend: str = "pyav",
 ) -> Clip:
     """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos.
+    `backend="decord"` uses decord when it is installed (PyAV is the default and always available).
 
     When the container's sample table shows that seeking would not clearly pay off (one GOP, wanted frames
     close together, or a short file), frames are decoded straight from the start with no index pass;
     otherwise the packet index is built (cached) and the reader seeks keyframe to keyframe."""
+    if backend not in ("pyav", "decord"):
+        raise ValueError(f"video backend must be pyav or decord, got {backend!r}")
     if is_image(path):
         frames = read_frames(path, [0] * num_frames)
         return Clip(frames, [0] * num_frames, 1.0, 1, [0.0] * num_frames)
+    if backend == "decord":
+        return _read_clip_decord(path, num_frames, mode, rng, max_num_frames)
     idx = None
     with _open(path) as container:
         stream = _video_stream(container, path)
