@@ -207,7 +207,7 @@ def test_qa_answer_ranking(qa, ref_meta, ensemble):
 def test_retrieval_evaluation(ref_dir, ref_meta, name):
     """Dual-encoder and re-ranked score matrices and the metrics dict, for every ensemble in the set."""
     from singularity_vl.eval.metrics import retrieval_metrics
-    from singularity_vl.eval.retrieval import encode_texts, encode_videos, rerank_release_procedure
+    from singularity_vl.eval.retrieval import encode_texts, encode_videos, rerank, rerank_release_procedure
 
     io = load_file(str(ref_dir / f"{name}.io.safetensors"))
     meta = ref_meta[name]
@@ -216,8 +216,8 @@ def test_retrieval_evaluation(ref_dir, ref_meta, name):
     videos = encode_videos(model, io["video"])
     strategies = [s for s in ("concat", "mean", "max", "lse") if f"eval_{s}_i2t_x" in io]
     assert strategies == list(meta["eval_metrics"])
-    for s in strategies:
-        scores = rerank_release_procedure(model, texts, videos, k_test=meta["config"]["k_test"], ensemble=s)
+    for s, fn in [(s, fn) for s in strategies for fn in (rerank_release_procedure, rerank)]:
+        scores = fn(model, texts, videos, k_test=meta["config"]["k_test"], ensemble=s)
         close(scores.v2t_emb, io[f"eval_{s}_i2t_emb"])
         close(scores.t2v_emb, io[f"eval_{s}_t2i_emb"])
         close(scores.v2t_x, io[f"eval_{s}_i2t_x"])

@@ -95,3 +95,84 @@ def rerank_release_procedure(
         top = t2v_emb[t].topk(min(k_test, n_v)).indices
         t2v_x[t, top] = pair_match_scores(model, texts, videos, torch.full_like(top, t), top, ensemble).float()
     return RetrievalScores(v2t_emb, t2v_emb.contiguous(), v2t_x, t2v_x)
+
+
+def candidate_pairs(v2t_emb: torch.Tensor, k_test: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k texts of every video and top-k videos of every text, as masks (Nv, Nt) for each direction,
+    and their union: each distinct (video, text) pair is scored once even when both directions pick it."""
+    n_v, n_t = v2t_emb.shape
+    in_v2t = torch.zeros(n_v, n_t, dtype=torch.bool)
+    in_v2t.scatter_(1, v2t_emb.topk(min(k_test, n_t), dim=1).indices, True)
+    in_t2v = torch.zeros(n_t, n_v, dtype=torch.bool)
+    in_t2v.scatter_(1, v2t_emb.t().topk(min(k_test, n_v), dim=1).indices, True)
+    return in_v2t, in_t2v.t().contiguous(), in_v2t | in_t2v.t()
+
+
+@torch.no_grad()
+def video_match_scores(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    video_tokens: torch.Tensor,
+    text_idx: torch.Tensor,
+    text_chunk: int = 256,
+) -> torch.Tensor:
+    """Match logits of one video's tokens (N, D) against texts `text_idx`: the video's cross-attention
+    keys/values are projected once per fusion layer and shared by every text."""
+    kvs = model.cross_kvs(video_tokens[None])  # per layer (1, nh, N, hd)
+    out = []
+    for start in range(0, len(text_idx), text_chunk):
+        idx = text_idx[start : start + text_chunk]
+        out.append(model.match_logits(texts.tokens[idx], texts.mask[idx], cross_kvs=kvs)[:, 1].float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def rerank(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    videos: EncodedVideos,
+    k_test: int = 128,
+    ensemble: str = "concat",
+    text_chunk: int = 256,
+    progress: bool = False,
+) -> RetrievalScores:
+    """Same matrices as `rerank_release_procedure`, faster: each video's keys/values computed once per
+    fusion layer and shared by all its candidate texts (one attention call for all of them), each
+    distinct pair scored once, texts batched in chunks. Under torch.distributed, videos are split across
+    ranks and the matrices combined."""
+    from tqdm import tqdm
+
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    v2t_emb = model.similarity(videos.feats, texts.feats).float()
+    n_v, n_t = v2t_emb.shape
+    in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
+    scores = torch.zeros(n_v, n_t)
+    rank, world = _dist_rank_world()
+    for v in tqdm(range(rank, n_v, world), desc=f"re-ranking ({ensemble})", disable=not progress, unit="video"):
+        text_idx = union[v].nonzero().view(-1)
+        if ensemble == "concat":
+            scores[v, text_idx] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
+        else:
+            frames = videos.frame_tokens[v]  # (T, L, D)
+            per_frame = torch.stack(
+                [video_match_scores(model, texts, frames[f], text_idx, text_chunk) for f in range(frames.shape[0])],
+                -1,
+            )
+            scores[v, text_idx] = pool_frames(per_frame, ensemble)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(scores)  # every pair was scored by exactly one rank, zeros elsewhere
+    neg = torch.full_like(scores, NEG_SCORE)
+    v2t_x = torch.where(in_v2t, scores, neg)
+    t2v_x = torch.where(in_t2v, scores, neg).t().contiguous()
+    return RetrievalScores(v2t_emb, v2t_emb.t().contiguous(), v2t_x, t2v_x)
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

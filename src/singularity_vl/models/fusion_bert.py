@@ -91,18 +91,32 @@ class BertSelfAttention(nn.Module):
             kv = self.project_kv(hidden_states if kv_states is None else kv_states)
         k, v = kv
         p = self.dropout_p if self.training else 0.0
+        m, heads, lq, hd = q.shape
+        if k.shape[0] == 1 and m > 1 and bias is None:
+            # One video's keys/values shared by M texts: queries do not interact in cross-attention, so
+            # the M texts become one long query sequence against the same keys (no copy of K/V).
+            q = q.transpose(0, 1).reshape(1, heads, m * lq, hd)
+            out = self._attend(q, k, v, None, p)  # (1, nh, M*Lq, hd)
+            out = out.reshape(heads, m, lq, hd).transpose(0, 1)  # (M, nh, Lq, hd)
+        else:
+            out = self._attend(q, k, v, bias, p)
+        b, _, n, _ = out.shape
+        return out.transpose(1, 2).reshape(b, n, -1)  # (B, Lq, H)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, p: float
+    ) -> torch.Tensor:
         if bias is not None:
             bias = bias.to(q.dtype)
         if self.attn_implementation == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, Lq, Lk)
             if bias is not None:
                 scores = scores + bias
             probs = F.dropout(scores.softmax(-1), p=p, training=self.training)
             out = probs @ v
-        b, _, n, _ = out.shape
-        return out.transpose(1, 2).reshape(b, n, -1)  # (B, Lq, H)
+        return out
 
 
 class BertSelfOutput(nn.Module):
