@@ -51,6 +51,23 @@ def _cmd_prepare_videos(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from singularity_vl.checkpoint.release import load_any
+    from singularity_vl.eval.run import evaluate, load_eval_config
+
+    overrides = list(args.overrides)
+    if args.num_frames is not None:
+        overrides.append(f"num_frames_test={args.num_frames}")
+    if args.ensemble is not None:
+        overrides.append(f"eval_frame_ensemble={args.ensemble}")
+    cfg = load_eval_config(args.config, overrides)
+    task = {"retrieval": "retrieval", "mc": "retrieval", "qa": "qa"}[cfg.task]
+    model = load_any(args.checkpoint, task=task)
+    result = evaluate(model, cfg, args.out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_smoke(args: argparse.Namespace) -> int:
     from singularity_vl.smoke import run_smoke
 
@@ -105,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim", type=float, default=None, help="keep only the first N seconds (release: DiDeMo)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 4)")
     p.set_defaults(func=_cmd_prepare_videos)
+
+    p = sub.add_parser("evaluate", help="retrieval / multiple-choice / QA evaluation with the release's metrics")
+    p.add_argument("--config", default=None, help="YAML evaluation config (see singularity_vl.eval.run.EvalConfig)")
+    p.add_argument("--checkpoint", required=True, help="our model directory or a release .pth (read safely)")
+    p.add_argument("--out", default="eval_out", help="directory for metrics.json and ranks/predictions")
+    p.add_argument("--num-frames", type=int, default=None, help="test frames per video (overrides the config)")
+    p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default=None)
+    p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. k_test=16)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("smoke", help="tiny end-to-end run on CPU: build, train a few steps, save, reload")
     p.add_argument("--out", default="runs/smoke")
