@@ -116,6 +116,11 @@ def test_bad_config_is_a_clear_error(tmp_path, data, capsys):
     assert main(["evaluate", "--checkpoint", str(models["retrieval"]), "task=bogus", "test_file=[a,b]"]) == 2
     assert "task must be" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(models["retrieval"]), "--config", str(tmp_path / "no.yaml")]) == 2
+    env_cfg = tmp_path / "env.yaml"
+    env_cfg.write_text("test_file: ['${oc.env:SL_UNSET_VAR_FOR_TEST}/a.json', '/r', video]\n")
+    assert main(["evaluate", "--checkpoint", str(models["retrieval"]), "--config", str(env_cfg)]) == 2
+    assert "SL_UNSET_VAR_FOR_TEST" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(models["retrieval"]), "k_test=many", "test_file=[a,b]"]) == 2
     (root / "broken.json").write_text(json.dumps([{"video": "missing.mp4", "caption": "x"}] * 2))
     assert (
         main(

@@ -55,13 +55,22 @@ def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> Eval
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: config file not found")
-        base = OmegaConf.merge(base, OmegaConf.load(path))
+        try:
+            base = OmegaConf.merge(base, OmegaConf.load(path))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ValueError(f"overrides must be key=value, got {bad}")
-        base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-    cfg = OmegaConf.to_object(base)
+        try:
+            base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"override: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    try:
+        cfg = OmegaConf.to_object(base)
+    except Exception as e:  # noqa: BLE001 - OmegaConf's errors (missing env var, bad type) -> one clear line
+        raise ValueError(f"{path or 'config'}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if cfg.task not in ("retrieval", "mc", "qa"):
         raise ValueError(f"task must be retrieval, mc or qa, got {cfg.task!r}")
     if not cfg.test_file:
