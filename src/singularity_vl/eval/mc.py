@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, video_match_scores
-from singularity_vl.models.losses import ENSEMBLES, pool_frames
+from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, video_scores
+from singularity_vl.models.losses import ENSEMBLES
 from singularity_vl.models.singularity import SingularityRetrieval
 
 
@@ -26,14 +26,7 @@ def mc_scores(
     out = torch.empty(n_v, num_options)
     for v in range(n_v):
         idx = torch.arange(v * num_options, (v + 1) * num_options)
-        if ensemble == "concat":
-            out[v] = video_match_scores(model, options, videos.tokens[v], idx)
-        else:
-            frames = videos.frame_tokens[v]
-            per_frame = torch.stack(
-                [video_match_scores(model, options, frames[f], idx) for f in range(len(frames))], -1
-            )
-            out[v] = pool_frames(per_frame, ensemble)
+        out[v] = video_scores(model, options, videos, v, idx, ensemble)
     return out
 
 

@@ -127,6 +127,24 @@ def video_match_scores(
 
 
 @torch.no_grad()
+def video_scores(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    videos: EncodedVideos,
+    v: int,
+    text_idx: torch.Tensor,
+    ensemble: str = "concat",
+    text_chunk: int = 256,
+) -> torch.Tensor:
+    """Match scores of video `v` against texts `text_idx`; late fusion scores each frame and pools."""
+    if ensemble == "concat":
+        return video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
+    frames = videos.frame_tokens[v]  # (T, L, D)
+    per_frame = [video_match_scores(model, texts, frames[f], text_idx, text_chunk) for f in range(len(frames))]
+    return pool_frames(torch.stack(per_frame, -1), ensemble)
+
+
+@torch.no_grad()
 def rerank(
     model: SingularityRetrieval,
     texts: EncodedTexts,
@@ -151,15 +169,7 @@ def rerank(
     rank, world = _dist_rank_world()
     for v in tqdm(range(rank, n_v, world), desc=f"re-ranking ({ensemble})", disable=not progress, unit="video"):
         text_idx = union[v].nonzero().view(-1)
-        if ensemble == "concat":
-            scores[v, text_idx] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
-        else:
-            frames = videos.frame_tokens[v]  # (T, L, D)
-            per_frame = torch.stack(
-                [video_match_scores(model, texts, frames[f], text_idx, text_chunk) for f in range(frames.shape[0])],
-                -1,
-            )
-            scores[v, text_idx] = pool_frames(per_frame, ensemble)
+        scores[v, text_idx] = video_scores(model, texts, videos, v, text_idx, ensemble, text_chunk)
     if world > 1:
         import torch.distributed as dist
 
