@@ -42,9 +42,36 @@ def read_media(
     return read_clip(media, num_frames, mode, rng, backend=backend).frames
 
 
-class CaptionTrainDataset(Dataset):
-    """(video/image, caption) pairs for pre-training and retrieval fine-tuning. Randomness (frames, crop,
-    flip, which caption) is drawn from (seed, epoch, index), so any worker layout gives the same samples."""
+class _TrainMediaDataset(Dataset):
+    """Shared by the training datasets: randomness (frames, crop, flip, caption choice) is drawn from
+    (seed, epoch, index), so any worker layout gives the same samples; unreadable media -> None."""
+
+    def __init__(
+        self, transform: TrainTransform, num_frames: int, sample_mode: str, seed: int, video_backend: str
+    ) -> None:
+        self.transform = transform
+        self.num_frames = num_frames
+        self.sample_mode = sample_mode
+        self.seed = seed
+        self.video_backend = video_backend
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, i: int) -> random.Random:
+        return random.Random(f"{self.seed}-{self.epoch}-{i}")
+
+    def _frames(self, media: str | list[str], rng: random.Random) -> np.ndarray | None:
+        try:
+            return read_media(media, self.num_frames, self.sample_mode, rng, self.video_backend)
+        except VideoReadError as e:
+            _log_failure(e)
+            return None
+
+
+class CaptionTrainDataset(_TrainMediaDataset):
+    """(video/image, caption) pairs for pre-training and retrieval fine-tuning."""
 
     def __init__(
         self,
@@ -55,29 +82,19 @@ class CaptionTrainDataset(Dataset):
         seed: int = 0,
         video_backend: str = "pyav",
     ) -> None:
+        super().__init__(transform, num_frames, sample_mode, seed, video_backend)
         self.samples = list(samples)
-        self.video_backend = video_backend
-        self.transform = transform
-        self.num_frames = num_frames
-        self.sample_mode = sample_mode
-        self.seed = seed
-        self.epoch = 0
         keys: dict[str, int] = {}
         self.match_ids = [keys.setdefault(s.match_key, len(keys)) for s in self.samples]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         s = self.samples[i]
-        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
-        try:
-            frames = read_media(s.media, self.num_frames, self.sample_mode, rng, self.video_backend)
-        except VideoReadError as e:
-            _log_failure(e)
+        rng = self._rng(i)
+        frames = self._frames(s.media, rng)
+        if frames is None:
             return None
         caption = rng.choice(s.captions)
         video, caption = self.transform(frames, caption, rng)
@@ -111,7 +128,7 @@ class MediaEvalDataset(Dataset):
         return {"video": self.transform(frames), "index": i}
 
 
-class QATrainDataset(Dataset):
+class QATrainDataset(_TrainMediaDataset):
     """(video, question, weighted answers) for QA fine-tuning."""
 
     def __init__(
@@ -121,27 +138,19 @@ class QATrainDataset(Dataset):
         num_frames: int = 1,
         sample_mode: str = "rand",
         seed: int = 0,
+        video_backend: str = "pyav",
     ) -> None:
+        super().__init__(transform, num_frames, sample_mode, seed, video_backend)
         self.items = [it for it in items if it.answers]
-        self.transform = transform
-        self.num_frames = num_frames
-        self.sample_mode = sample_mode
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         it = self.items[i]
-        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
-        try:
-            frames = read_media(it.media, self.num_frames, self.sample_mode, rng)
-        except VideoReadError as e:
-            _log_failure(e)
+        rng = self._rng(i)
+        frames = self._frames(it.media, rng)
+        if frames is None:
             return None
         video, _ = self.transform(frames, None, rng)
         return {"video": video, "question": it.question, "answers": it.answers, "weights": it.weights, "index": i}
