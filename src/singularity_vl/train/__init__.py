@@ -1,0 +1,1 @@
+"""Training application: optimisation recipe, checkpoints (the loop itself builds on these)."""
