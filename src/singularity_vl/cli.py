@@ -68,6 +68,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from singularity_vl.train.config import load_train_config
+    from singularity_vl.train.loop import Trainer
+
+    cfg = load_train_config(args.config, args.overrides)
+    summary = Trainer(cfg).run()
+    print(json.dumps(summary))
+    return 0
+
+
 def _cmd_smoke(args: argparse.Namespace) -> int:
     from singularity_vl.smoke import run_smoke
 
@@ -122,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim", type=float, default=None, help="keep only the first N seconds (release: DiDeMo)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 4)")
     p.set_defaults(func=_cmd_prepare_videos)
+
+    p = sub.add_parser("train", help="pre-train or fine-tune (one process, or many under torchrun)")
+    p.add_argument("--config", default=None, help="YAML training config (see singularity_vl.train.config)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=1e-5 scheduler.epochs=5")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="retrieval / multiple-choice / QA evaluation with the release's metrics")
     p.add_argument("--config", default=None, help="YAML evaluation config (see singularity_vl.eval.run.EvalConfig)")

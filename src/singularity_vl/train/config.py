@@ -1,0 +1,96 @@
+"""Training configuration: an OmegaConf structured config mirroring the release's YAML keys, loaded from
+a file plus dotted `key=value` overrides; `${oc.env:VAR}` paths resolve with clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.02
+    opt_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = -1.0  # <= 0: no clipping (release default)
+    different_lr_names: list[str] = field(default_factory=list)  # e.g. [temporal_vision_encoder]
+    different_lr: float | None = None
+
+
+@dataclass
+class SchedulerConfig:
+    epochs: float = 10
+    warmup_epochs: float = 1
+    min_lr_multi: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    task: str = "pretrain"  # pretrain | retrieval
+    train_file: list[Any] = field(default_factory=list)  # list of [annotation, media root, "image"|"video"]
+    test_file: list[str] | None = None  # retrieval eval set evaluated at each epoch end
+    output_dir: str = "runs/train"
+    model: str = "tiny"  # preset name, or a model directory / release .pth to start from
+    vision_init: str | None = None  # local HF BEiT/ViT directory (with a preset)
+    text_init: str | None = None  # local HF BERT directory (with a preset)
+    image_res: int | None = None
+    num_frames: int = 1
+    sample_type: str = "rand"
+    num_frames_test: int = 4
+    sample_type_test: str = "middle"
+    max_txt_l: int = 32
+    batch_size: dict[str, int] = field(default_factory=lambda: {"image": 128, "video": 96})
+    batch_size_test: int = 64
+    k_test: int = 128
+    flip: str = "off"  # off | on (release) | swap (flip and swap left/right in captions)
+    loss_weight: dict[str, float] = field(default_factory=lambda: {"itc": 1.0, "itm": 1.0, "mlm": 1.0})
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    itc_gather: bool = False
+    seed: int = 42
+    num_workers: int = 2
+    resume: str | None = "auto"  # auto: newest good checkpoint in output_dir; empty: fresh; or a checkpoint path
+    checkpoint_every: int = 0  # steps; 0: at epoch ends only
+    keep_last: int = 2
+    stop_key: str = "r_mean"  # metric that selects `best/`
+    log_every: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps (0: run the schedule); for tests and smoke runs
+    tokenizer: str | None = None
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Structured config from YAML + overrides, fully resolved; errors name the file or key."""
+    base = OmegaConf.structured(TrainConfig)
+    try:
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: config file not found")
+            base = OmegaConf.merge(base, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ValueError(f"overrides must be key=value, got {bad}")
+            base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(base)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - OmegaConf errors (unknown key, missing env var) -> one line
+        raise ValueError(f"{path or 'config'}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if cfg.task not in ("pretrain", "retrieval"):
+        raise ValueError(f"task must be pretrain or retrieval, got {cfg.task!r}")
+    if not cfg.train_file:
+        raise ValueError("train_file is required: a list of [annotation.json, media root, 'image'|'video']")
+    if cfg.grad_accum < 1:
+        raise ValueError("grad_accum must be >= 1")
+    return cfg
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,360 @@
+"""The training loop: one process or many (`torchrun`, DDP), mixed image/video corpora, mixed precision,
+gradient accumulation and clipping, JSON-lines log, atomic checkpoints with exact resume, SIGTERM/SIGINT
+save-and-exit, retrieval evaluation at epoch ends."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from singularity_vl.data.annotations import load_caption_corpora
+from singularity_vl.data.datasets import CaptionCollator, CaptionTrainDataset, seed_worker
+from singularity_vl.data.text import ReleaseTokenizer
+from singularity_vl.data.transforms import TrainTransform
+from singularity_vl.models.config import preset
+from singularity_vl.models.precision import autocast, resolve_precision
+from singularity_vl.models.singularity import SingularityBase, create_model
+from singularity_vl.train import checkpoint as ck
+from singularity_vl.train.config import TrainConfig, to_yaml
+from singularity_vl.train.optim import create_optimizer, create_scheduler
+
+
+class EpochSampler(Sampler[int]):
+    """Indices shuffled by (seed, epoch), sharded across ranks, whole batches only, resumable mid-epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        per_rank = len(order) // self.world
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return mine[: len(mine) // self.batch_size * self.batch_size]
+
+    def num_batches(self) -> int:
+        return len(self.indices()) // self.batch_size
+
+    def __iter__(self):
+        return iter(self.indices()[self.skip_batches * self.batch_size :])
+
+    def __len__(self) -> int:
+        return len(self.indices()) - self.skip_batches * self.batch_size
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; a plain process is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, float]:
+    if world == 1:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: v / world for k, v in zip(values, t.tolist(), strict=True)}
+
+
+def build_model(cfg: TrainConfig) -> SingularityBase:
+    from pathlib import Path as _P
+
+    if cfg.model in ("tiny", "base"):
+        config = preset(cfg.model, cfg.task)
+        if cfg.image_res:
+            config.vision.image_size = cfg.image_res
+        config.gradient_checkpointing = cfg.gradient_checkpointing
+        if cfg.vision_init or cfg.text_init:
+            from singularity_vl.checkpoint.hf_init import init_from_hf
+
+            return init_from_hf(cfg.vision_init, cfg.text_init, config=config)
+        return create_model(config)
+    if not _P(cfg.model).exists():
+        raise FileNotFoundError(f"model: {cfg.model} is neither a preset (tiny, base) nor a path")
+    from singularity_vl.checkpoint.release import load_any
+
+    kwargs = {"image_size": cfg.image_res} if cfg.image_res and not _P(cfg.model).is_dir() else {}
+    return load_any(cfg.model, task=cfg.task, **kwargs)
+
+
+class Trainer:
+    """Builds everything from a TrainConfig and runs it; `run()` returns the final summary."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.world, self.device = init_distributed()
+        self.out = Path(cfg.output_dir)
+        self.stop_requested = False
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(self.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
+        res = self.model.config.vision.image_size
+        samples = load_caption_corpora(cfg.train_file)
+        self.loaders: dict[str, DataLoader] = {}
+        self.samplers: dict[str, EpochSampler] = {}
+        for media_type in ("image", "video"):
+            subset = [s for s in samples if s.media_type == media_type]
+            if not subset:
+                continue
+            bs = cfg.batch_size.get(media_type, 32)
+            ds = CaptionTrainDataset(
+                subset, TrainTransform(res, flip=cfg.flip), cfg.num_frames, cfg.sample_type, cfg.seed
+            )
+            sampler = EpochSampler(len(ds), bs, cfg.seed, self.rank, self.world)
+            if sampler.num_batches() == 0:
+                raise ValueError(f"{media_type} corpus has {len(ds)} samples: fewer than one batch of {bs} per rank")
+            self.samplers[media_type] = sampler
+            self.loaders[media_type] = DataLoader(
+                ds,
+                batch_size=bs,
+                sampler=sampler,
+                collate_fn=CaptionCollator(self.tokenizer, cfg.max_txt_l),
+                num_workers=cfg.num_workers,
+                worker_init_fn=seed_worker,
+                drop_last=True,
+            )
+        steps_per_epoch = math.ceil(self.steps_in_epoch() / cfg.grad_accum)
+        self.optimizer = create_optimizer(
+            self.model,
+            cfg.optimizer.lr,
+            cfg.optimizer.weight_decay,
+            tuple(cfg.optimizer.opt_betas),
+            cfg.optimizer.different_lr_names,
+            cfg.optimizer.different_lr,
+        )
+        self.scheduler = create_scheduler(
+            self.optimizer,
+            steps_per_epoch,
+            cfg.scheduler.epochs,
+            cfg.scheduler.warmup_epochs,
+            cfg.scheduler.min_lr_multi,
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.epoch, self.step_in_epoch, self.global_step, self.best = 0, 0, 0, None
+        self.skipped_files = 0
+        self._resume()
+        self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.world > 1 else self.model
+        if cfg.compile:
+            self.ddp = torch.compile(self.ddp)
+
+    def steps_in_epoch(self) -> int:
+        return sum(s.num_batches() for s in self.samplers.values())
+
+    def order(self, epoch: int) -> list[str]:
+        """Media type of each step of `epoch` (the release's MetaLoader: shuffled by batch counts)."""
+        import random
+
+        names = [n for n, s in self.samplers.items() for _ in range(s.num_batches())]
+        random.Random(self.cfg.seed + epoch).shuffle(names)
+        return names
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "rng": ck.rng_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best if self.best is not None else float("nan"),
+        }
+
+    def save(self) -> None:
+        if self.rank == 0:
+            ck.save_checkpoint(
+                self.out,
+                self.global_step,
+                self.model,
+                self._state(),
+                {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch},
+                self.cfg.keep_last,
+            )
+        if self.world > 1:
+            dist.barrier()
+
+    def _resume(self) -> None:
+        if not self.cfg.resume:
+            return
+        found = ck.latest_checkpoint(self.out) if self.cfg.resume == "auto" else None
+        if self.cfg.resume != "auto":
+            path = Path(self.cfg.resume)
+            model, state, _ = ck.load_checkpoint(path)
+            found = (path, model, state, {})
+        if found is None:
+            return
+        path, model, state, _ = found
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        ck.set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        best = state.get("best", float("nan"))
+        self.best = None if best != best else best
+        if self.rank == 0:
+            print(
+                f"resumed from {path} (epoch {self.epoch}, step {self.step_in_epoch}, global step {self.global_step})"
+            )
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(to_yaml(cfg))
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        epochs = math.ceil(cfg.scheduler.epochs)
+        try:
+            while self.epoch < epochs:
+                finished = self._train_epoch()
+                if not finished:
+                    self.save()
+                    return {"stopped": True, "global_step": self.global_step}
+                self.epoch += 1
+                self.step_in_epoch = 0
+                metrics = self._evaluate()
+                self.save()
+                if metrics is not None and self.rank == 0:
+                    self._maybe_best(metrics)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return {"stopped": False, "global_step": self.global_step, "best": self.best}
+
+    def _train_epoch(self) -> bool:
+        """One epoch from `step_in_epoch`; False when stopped early (signal or max_steps)."""
+        cfg = self.cfg
+        order = self.order(self.epoch)
+        for name, sampler in self.samplers.items():
+            sampler.set_epoch(self.epoch)
+            sampler.skip_batches = order[: self.step_in_epoch].count(name)
+            self.loaders[name].dataset.set_epoch(self.epoch)
+        with torch.random.fork_rng(devices=[]):  # starting loaders must not move the global RNG (exact resume)
+            iters = {n: iter(loader) for n, loader in self.loaders.items()}
+        self.ddp.train()
+        bar = tqdm(total=len(order), initial=self.step_in_epoch, desc=f"epoch {self.epoch}", disable=self.rank != 0)
+        skipped_epoch = 0
+        start = time.time()
+        for name in order[self.step_in_epoch :]:
+            batch = next(iters[name])
+            skipped_epoch += batch["skipped"]
+            if batch["size"] >= 2:
+                self._step(batch, name)
+            self.step_in_epoch += 1
+            bar.update()
+            if (
+                cfg.checkpoint_every
+                and self.global_step
+                and self.global_step % cfg.checkpoint_every == 0
+                and self.step_in_epoch % cfg.grad_accum == 0
+            ):
+                self.save()
+            if self.stop_requested or (cfg.max_steps and self.global_step >= cfg.max_steps):
+                bar.close()
+                return False
+        bar.close()
+        self.skipped_files += skipped_epoch
+        if self.rank == 0:
+            print(f"epoch {self.epoch}: {skipped_epoch} unreadable file(s) skipped; {time.time() - start:.0f}s")
+        self._log({"epoch": self.epoch, "skipped_files": skipped_epoch})
+        return True
+
+    def _step(self, batch: dict[str, Any], media: str) -> None:
+        cfg = self.cfg
+        video = batch["video"].to(self.device, non_blocking=True)
+        ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        vid = batch["video_ids"].to(self.device)
+        with autocast(self.precision, self.device):
+            out = self.ddp(video, ids, mask, vid, loss_weights=cfg.loss_weight)
+        loss = out.loss / cfg.grad_accum
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if (self.step_in_epoch + 1) % cfg.grad_accum:
+            return
+        if cfg.optimizer.max_grad_norm > 0:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optimizer.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        if self.global_step % cfg.log_every == 0 or self.global_step == 1:
+            values = {"loss": out.loss.item(), "loss_itc": out.loss_itc.item(), "loss_itm": out.loss_itm.item()}
+            if out.loss_mlm is not None:
+                values["loss_mlm"] = out.loss_mlm.item()
+            values = _reduce_mean(values, self.world, self.device)
+            self._log(
+                {
+                    "step": self.global_step,
+                    "epoch": self.epoch,
+                    "media": media,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **values,
+                }
+            )
+
+    def _evaluate(self) -> dict[str, Any] | None:
+        if not self.cfg.test_file:
+            return None
+        from singularity_vl.eval.run import EvalConfig, evaluate
+
+        ecfg = EvalConfig(
+            task="retrieval",
+            test_file=list(self.cfg.test_file),
+            num_frames_test=self.cfg.num_frames_test,
+            sample_type_test=self.cfg.sample_type_test,
+            k_test=self.cfg.k_test,
+            max_txt_l=self.cfg.max_txt_l,
+            batch_size=self.cfg.batch_size_test,
+            tokenizer=self.cfg.tokenizer,
+        )
+        result = evaluate(self.model, ecfg, self.out / f"eval_epoch{self.epoch - 1:03d}")
+        self._log({"epoch": self.epoch - 1, "eval": result})
+        return result
+
+    def _maybe_best(self, metrics: dict[str, Any]) -> None:
+        value = metrics["reranked"].get(self.cfg.stop_key)
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+            self.model.save_pretrained(self.out / "best")
+            (self.out / "best" / "metrics.json").write_text(json.dumps(metrics, indent=2))
