@@ -131,3 +131,50 @@ def test_torchrun_two_processes(tmp_path, corpus):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(_losses(out)) == 1  # 8 samples / 2 ranks / batch 4 = 1 step, logged once by rank 0
     assert len(list(out.glob("ckpt_*"))) == 1
+
+
+def test_qa_fine_tuning(tmp_path, colours):
+    names = ["red", "green", "blue", "yellow"]
+    (colours / "qa.json").write_text(
+        json.dumps(
+            [
+                {
+                    "video": f"{n}.mp4",
+                    "question": "what colour is the screen?",
+                    "answer": [n, n, "bright"],
+                    "question_id": i,
+                }
+                for i, n in enumerate(names)
+            ]
+        )
+    )
+    (colours / "answers.json").write_text(json.dumps(names + ["bright"]))
+    out = tmp_path / "qa"
+    assert (
+        main(
+            [
+                "train",
+                "task=qa",
+                f"train_file=[[{colours}/qa.json,{colours},video]]",
+                f"output_dir={out}",
+                "model=tiny",
+                "image_res=32",
+                "batch_size.video=4",
+                "num_workers=0",
+                "log_every=1",
+                "optimizer.lr=5e-4",
+                "scheduler.warmup_epochs=0",
+                "scheduler.epochs=15",
+                "max_q_len=8",
+                f"test_file=[{colours}/qa.json,{colours},video]",
+                f"answer_list={colours}/answers.json",
+                "k_test=3",
+                "num_frames_test=1",
+            ]
+        )
+        == 0
+    )
+    losses = _losses(out)
+    assert len(losses) == 15 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    preds = json.loads((out / "eval_epoch014" / "predictions.json").read_text())
+    assert len(preds) == 4 and (out / "best" / "metrics.json").is_file()

@@ -29,9 +29,12 @@ class SchedulerConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "pretrain"  # pretrain | retrieval
+    task: str = "pretrain"  # pretrain | retrieval | qa
     train_file: list[Any] = field(default_factory=list)  # list of [annotation, media root, "image"|"video"]
-    test_file: list[str] | None = None  # retrieval eval set evaluated at each epoch end
+    test_file: list[str] | None = None  # eval set evaluated at each epoch end (retrieval, or QA with answer_list)
+    answer_list: str | None = None  # QA: JSON list of candidate answers (for evaluation)
+    max_q_len: int = 25
+    max_a_len: int = 5
     output_dir: str = "runs/train"
     model: str = "tiny"  # preset name, or a model directory / release .pth to start from
     vision_init: str | None = None  # local HF BEiT/ViT directory (with a preset)
@@ -83,8 +86,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         raise
     except Exception as e:  # noqa: BLE001 - OmegaConf errors (unknown key, missing env var) -> one line
         raise ValueError(f"{path or 'config'}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-    if cfg.task not in ("pretrain", "retrieval"):
-        raise ValueError(f"task must be pretrain or retrieval, got {cfg.task!r}")
+    if cfg.task not in ("pretrain", "retrieval", "qa"):
+        raise ValueError(f"task must be pretrain, retrieval or qa, got {cfg.task!r}")
     if not cfg.train_file:
         raise ValueError("train_file is required: a list of [annotation.json, media root, 'image'|'video']")
     if cfg.grad_accum < 1:

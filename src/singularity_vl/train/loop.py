@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from singularity_vl.data.annotations import load_caption_corpora
-from singularity_vl.data.datasets import CaptionCollator, CaptionTrainDataset, seed_worker
+from singularity_vl.data.annotations import CorpusSpec, load_caption_corpora, load_qa
+from singularity_vl.data.datasets import CaptionCollator, CaptionTrainDataset, QACollator, QATrainDataset, seed_worker
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.models.config import preset
@@ -113,17 +113,10 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
         res = self.model.config.vision.image_size
-        samples = load_caption_corpora(cfg.train_file)
         self.loaders: dict[str, DataLoader] = {}
         self.samplers: dict[str, EpochSampler] = {}
-        for media_type in ("image", "video"):
-            subset = [s for s in samples if s.media_type == media_type]
-            if not subset:
-                continue
+        for media_type, ds, collate in self._datasets(res):
             bs = cfg.batch_size.get(media_type, 32)
-            ds = CaptionTrainDataset(
-                subset, TrainTransform(res, flip=cfg.flip), cfg.num_frames, cfg.sample_type, cfg.seed
-            )
             sampler = EpochSampler(len(ds), bs, cfg.seed, self.rank, self.world)
             if sampler.num_batches() == 0:
                 raise ValueError(f"{media_type} corpus has {len(ds)} samples: fewer than one batch of {bs} per rank")
@@ -132,7 +125,7 @@ class Trainer:
                 ds,
                 batch_size=bs,
                 sampler=sampler,
-                collate_fn=CaptionCollator(self.tokenizer, cfg.max_txt_l),
+                collate_fn=collate,
                 num_workers=cfg.num_workers,
                 worker_init_fn=seed_worker,
                 drop_last=True,
@@ -160,6 +153,24 @@ class Trainer:
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.world > 1 else self.model
         if cfg.compile:
             self.ddp = torch.compile(self.ddp)
+
+    def _datasets(self, res: int):
+        """(media type, dataset, collate) for each media type present in `train_file`."""
+        cfg = self.cfg
+        transform = TrainTransform(res, flip=cfg.flip)
+        for media_type in ("image", "video"):
+            specs = [CorpusSpec.parse(s) for s in cfg.train_file]
+            specs = [s for s in specs if s.media_type == media_type]
+            if not specs:
+                continue
+            if cfg.task == "qa":
+                items = [it for spec in specs for it in load_qa(spec)]
+                ds = QATrainDataset(items, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
+                yield media_type, ds, QACollator(self.tokenizer, cfg.max_q_len, cfg.max_a_len)
+            else:
+                samples = load_caption_corpora(specs)
+                ds = CaptionTrainDataset(samples, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
+                yield media_type, ds, CaptionCollator(self.tokenizer, cfg.max_txt_l)
 
     def steps_in_epoch(self) -> int:
         return sum(s.num_batches() for s in self.samplers.values())
@@ -297,12 +308,25 @@ class Trainer:
     def _step(self, batch: dict[str, Any], media: str) -> None:
         cfg = self.cfg
         video = batch["video"].to(self.device, non_blocking=True)
-        ids = batch["input_ids"].to(self.device)
-        mask = batch["attention_mask"].to(self.device)
-        vid = batch["video_ids"].to(self.device)
         with autocast(self.precision, self.device):
-            out = self.ddp(video, ids, mask, vid, loss_weights=cfg.loss_weight)
-        loss = out.loss / cfg.grad_accum
+            if cfg.task == "qa":
+                keys = (
+                    "question_ids",
+                    "question_mask",
+                    "answer_ids",
+                    "answer_mask",
+                    "answers_per_question",
+                    "answer_weights",
+                )
+                qa_loss = self.ddp(video, *(batch[k].to(self.device) for k in keys))
+                values = {"loss": qa_loss}
+            else:
+                ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+                out = self.ddp(video, ids, mask, batch["video_ids"].to(self.device), loss_weights=cfg.loss_weight)
+                values = {"loss": out.loss, "loss_itc": out.loss_itc, "loss_itm": out.loss_itm}
+                if out.loss_mlm is not None:
+                    values["loss_mlm"] = out.loss_mlm
+        loss = values["loss"] / cfg.grad_accum
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if (self.step_in_epoch + 1) % cfg.grad_accum:
             return
@@ -319,10 +343,7 @@ class Trainer:
         self.scheduler.step()
         self.global_step += 1
         if self.global_step % cfg.log_every == 0 or self.global_step == 1:
-            values = {"loss": out.loss.item(), "loss_itc": out.loss_itc.item(), "loss_itm": out.loss_itm.item()}
-            if out.loss_mlm is not None:
-                values["loss_mlm"] = out.loss_mlm.item()
-            values = _reduce_mean(values, self.world, self.device)
+            values = _reduce_mean({k: v.item() for k, v in values.items()}, self.world, self.device)
             self._log(
                 {
                     "step": self.global_step,
@@ -339,7 +360,10 @@ class Trainer:
         from singularity_vl.eval.run import EvalConfig, evaluate
 
         ecfg = EvalConfig(
-            task="retrieval",
+            task="qa" if self.cfg.task == "qa" else "retrieval",
+            answer_list=self.cfg.answer_list,
+            max_q_len=self.cfg.max_q_len,
+            max_a_len=self.cfg.max_a_len,
             test_file=list(self.cfg.test_file),
             num_frames_test=self.cfg.num_frames_test,
             sample_type_test=self.cfg.sample_type_test,
@@ -353,7 +377,7 @@ class Trainer:
         return result
 
     def _maybe_best(self, metrics: dict[str, Any]) -> None:
-        value = metrics["reranked"].get(self.cfg.stop_key)
+        value = metrics["reranked"].get(self.cfg.stop_key) if "reranked" in metrics else metrics.get("accuracy")
         if value is not None and (self.best is None or value > self.best):
             self.best = value
             self.model.save_pretrained(self.out / "best")
