@@ -484,6 +484,11 @@ def load_any(path: str | Path, task: str | None = None, **kwargs: Any) -> Singul
     """Our directory (`config.json` + `model.safetensors`) or a release `.pth` file."""
     path = Path(path)
     if path.is_dir():
-        return SingularityBase.from_pretrained(path)
+        model = SingularityBase.from_pretrained(path)
+        if task is None or task == model.config.task:
+            return model
+        # e.g. our pre-training model -> retrieval / QA: the release's conversion on the release layout
+        state = ours_to_release(model)
+        return load_release_state(state, task, attn_implementation=model.config.attn_implementation, **kwargs)[0]
     state, config = read_release_checkpoint(path)
     return load_release_state(state, task, config, **kwargs)[0]

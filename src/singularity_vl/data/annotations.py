@@ -115,7 +115,10 @@ class CaptionSample:
 
 
 def load_caption_corpora(
-    specs: Sequence[Sequence[str] | CorpusSpec], max_words: int | None = None, multi_video_gt: bool = False
+    specs: Sequence[Sequence[str] | CorpusSpec],
+    max_words: int | None = None,
+    multi_video_gt: bool = False,
+    paragraph: bool = False,
 ) -> list[CaptionSample]:
     """Pre-training / retrieval training pairs from several corpora. The match key is the media file
     name (the caption itself when one caption has several videos, as SSv2-template)."""
@@ -123,6 +126,8 @@ def load_caption_corpora(
     for spec in specs:
         for entry in load_corpus(spec, required=("caption",)):
             caps = [pre_text(c, max_words) for c in _captions(entry)]
+            if paragraph:  # DiDeMo / ActivityNet: a video's captions joined into one paragraph
+                caps = [" ".join(caps)]
             media = entry.media
             key = (
                 entry.fields["caption"]

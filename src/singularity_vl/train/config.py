@@ -33,6 +33,8 @@ class TrainConfig:
     train_file: list[Any] = field(default_factory=list)  # list of [annotation, media root, "image"|"video"]
     test_file: list[str] | None = None  # eval set evaluated at each epoch end (retrieval, or QA with answer_list)
     answer_list: str | None = None  # QA: JSON list of candidate answers (for evaluation)
+    multi_video_gt: bool = False  # SSv2-template: one caption, many videos (caption is the match key)
+    paragraph: bool = False  # DiDeMo, ActivityNet: captions of a video joined into one paragraph
     max_q_len: int = 25
     max_a_len: int = 5
     output_dir: str = "runs/train"

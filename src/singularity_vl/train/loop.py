@@ -168,7 +168,7 @@ class Trainer:
                 ds = QATrainDataset(items, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
                 yield media_type, ds, QACollator(self.tokenizer, cfg.max_q_len, cfg.max_a_len)
             else:
-                samples = load_caption_corpora(specs)
+                samples = load_caption_corpora(specs, multi_video_gt=cfg.multi_video_gt, paragraph=cfg.paragraph)
                 ds = CaptionTrainDataset(samples, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
                 yield media_type, ds, CaptionCollator(self.tokenizer, cfg.max_txt_l)
 
@@ -361,6 +361,8 @@ class Trainer:
 
         ecfg = EvalConfig(
             task="qa" if self.cfg.task == "qa" else "retrieval",
+            multi_video_gt=self.cfg.multi_video_gt,
+            paragraph=self.cfg.paragraph,
             answer_list=self.cfg.answer_list,
             max_q_len=self.cfg.max_q_len,
             max_a_len=self.cfg.max_a_len,
