@@ -178,3 +178,24 @@ def test_qa_fine_tuning(tmp_path, colours):
     assert len(losses) == 15 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
     preds = json.loads((out / "eval_epoch014" / "predictions.json").read_text())
     assert len(preds) == 4 and (out / "best" / "metrics.json").is_file()
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, colours):
+    import signal
+    import time
+
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "singularity_vl.cli", *_args(colours, out, "scheduler.epochs=500")]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "log.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert '"stopped": true' in stdout
+    ckpts = sorted(out.glob("ckpt_*"))
+    assert ckpts and (ckpts[-1] / "model.safetensors").is_file()

@@ -27,6 +27,51 @@ def itc_loss(sim_v2t: torch.Tensor, video_ids: torch.Tensor | None = None) -> to
     return (loss_v2t + loss_t2v) / 2
 
 
+def itc_loss_rows(
+    sim_v2t: torch.Tensor, sim_t2v: torch.Tensor, row_ids: torch.Tensor, col_ids: torch.Tensor
+) -> torch.Tensor:
+    """ITC over the global batch for this rank's rows: `sim_v2t` (B, G) local videos vs all texts,
+    `sim_t2v` (B, G) local texts vs all videos; targets from video ids (soft, rows sum to 1)."""
+    targets = (row_ids.view(-1, 1) == col_ids.view(1, -1)).float()
+    targets = targets / targets.sum(1, keepdim=True)
+    loss_v2t = -(F.log_softmax(sim_v2t, 1) * targets).sum(1).mean()
+    loss_t2v = -(F.log_softmax(sim_t2v, 1) * targets).sum(1).mean()
+    return (loss_v2t + loss_t2v) / 2
+
+
+class _GatherLayer(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient for each slice (works on gloo and NCCL)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch.distributed as dist
+
+        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 across ranks, gradients flowing back to every rank's slice."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    if not x.is_floating_point():  # ids: no gradient
+        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out, 0)
+    return torch.cat(_GatherLayer.apply(x), 0)
+
+
 def hard_negative_weights(
     sim_v2t: torch.Tensor, video_ids: torch.Tensor | None = None, hard: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -243,6 +243,14 @@ class SingularityRetrieval(SingularityBase):
         )
         return self.mlm_head(fused)
 
+    @staticmethod
+    def _rank_offset_ids(n: int, device: torch.device) -> torch.Tensor:
+        """Distinct ids per sample across ranks, when the caller gave none."""
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return torch.arange(n, device=device) + rank * n
+
     def cross_kvs(self, video_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values (B, nh, N, hd) of each fusion layer for these videos."""
         layers = self.text_encoder.encoder.layer[self.text_encoder.fusion_layer :]
@@ -312,16 +320,28 @@ class SingularityRetrieval(SingularityBase):
         itm_negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
         mlm_draws: losses.MaskDraws | None = None,
         loss_weights: dict[str, float] | None = None,
+        itc_gather: bool = False,
     ) -> SingularityOutput:
         """Training losses of the release: ITC + ITM (+ MLM when pre-training). Random draws come from
         `generator`, or are pinned by `itm_negatives` (neg video per text, neg text per video) and
-        `mlm_draws`. `video_ids` marks samples of the same video (soft ITC targets, never negatives)."""
+        `mlm_draws`. `video_ids` marks samples of the same video (soft ITC targets, never negatives).
+        `itc_gather`: contrast against the whole global batch under torch.distributed (off by default, as
+        the release: its ITC and ITM use the local batch only; ITM stays local either way)."""
         w = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, **(loss_weights or {})}
         self.clamp_temperature()
         enc = self.encode_video(video)
         text_tokens, text_cls = self.encode_text(input_ids, attention_mask)
-        sim_v2t = self.similarity(self.video_features(enc.pooled), self.text_features(text_cls)) / self.temp
-        loss_itc = losses.itc_loss(sim_v2t.float(), video_ids)
+        video_feat, text_feat = self.video_features(enc.pooled), self.text_features(text_cls)
+        sim_v2t = self.similarity(video_feat, text_feat) / self.temp
+        if itc_gather:
+            ids = video_ids if video_ids is not None else self._rank_offset_ids(len(input_ids), input_ids.device)
+            all_video, all_text = losses.gather_with_grad(video_feat), losses.gather_with_grad(text_feat)
+            all_ids = losses.gather_with_grad(ids)
+            rows_v2t = self.similarity(video_feat, all_text) / self.temp
+            rows_t2v = self.similarity(all_video, text_feat).t() / self.temp
+            loss_itc = losses.itc_loss_rows(rows_v2t.float(), rows_t2v.float(), ids, all_ids)
+        else:
+            loss_itc = losses.itc_loss(sim_v2t.float(), video_ids)
         video_kvs = self.cross_kvs(enc.tokens) if self.config.fast_losses else None
         loss_itm, itm_logits = self.itm_loss(
             sim_v2t, text_tokens, attention_mask, enc.tokens, video_ids, generator, itm_negatives, video_kvs

@@ -322,7 +322,8 @@ class Trainer:
                 values = {"loss": qa_loss}
             else:
                 ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-                out = self.ddp(video, ids, mask, batch["video_ids"].to(self.device), loss_weights=cfg.loss_weight)
+                vid = batch["video_ids"].to(self.device)
+                out = self.ddp(video, ids, mask, vid, loss_weights=cfg.loss_weight, itc_gather=cfg.itc_gather)
                 values = {"loss": out.loss, "loss_itc": out.loss_itc, "loss_itm": out.loss_itm}
                 if out.loss_mlm is not None:
                     values["loss_mlm"] = out.loss_mlm
