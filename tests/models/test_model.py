@@ -249,3 +249,27 @@ def test_auto_precision_follows_hardware():
     expected = "bf16" if precision.cpu_has_native_bf16() else "fp32"
     assert precision.resolve_precision("auto", "cpu") == expected
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_add_temporal_modules_for_second_stage():
+    from singularity_vl.models.singularity import add_temporal_modules
+
+    single = create_model(tiny_config("pretrain")).eval()
+    with torch.no_grad():
+        single.temporal_embeddings.fill_(0.3)
+    temporal = add_temporal_modules(single, num_frames=4, num_layers=2).eval()
+    assert temporal.config.temporal.enable_encoder and temporal.temporal_embeddings.shape[1] == 4
+    assert torch.equal(temporal.temporal_embeddings[:, :1], single.temporal_embeddings)
+    assert torch.count_nonzero(temporal.temporal_embeddings[:, 1:]) == 0
+    assert torch.equal(temporal.itm_head.weight, single.itm_head.weight)
+    assert temporal.mlm_head.decoder.weight is temporal.text_encoder.embeddings.word_embeddings.weight
+    video, ids, mask = _batch(temporal.config, frames=4)
+    with torch.no_grad():
+        assert temporal.encode_video(video).tokens.shape == (B, 4 * 17, 64)
+
+
+def test_text_encoder_uses_bert_init():
+    model = create_model(tiny_config("retrieval"))
+    w = model.text_encoder.encoder.layer[2].crossattention.self.key.weight
+    assert abs(w.std().item() - 0.02) < 0.005
+    assert torch.count_nonzero(model.text_encoder.encoder.layer[0].attention.self.query.bias) == 0

@@ -23,6 +23,23 @@ Mode = Literal["text", "fusion", "multi_modal"]
 MASK_VALUE = -10000.0
 
 
+def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialisation (Hugging Face `_init_weights`), which the release's text encoder, its fresh
+    cross-attention and the MLM head get: Linear/Embedding N(0, 0.02), zero biases, LayerNorm 1/0."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 def padding_bias(mask: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """[B, Lk] 0/1 mask -> additive bias [B, 1, 1, Lk] (0 keep, -10000 drop); None stays None."""
     if mask is None:
@@ -250,6 +267,7 @@ class FusionBert(nn.Module):
         self.causal = causal
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg, self.num_layers, self.fusion_layer, encoder_width, attn_implementation)
+        self.apply(init_bert_weights)
 
     def layer_range(self, mode: Mode) -> tuple[int, int]:
         if mode == "text":
@@ -308,6 +326,7 @@ class BertLMHead(nn.Module):
         super().__init__()
         self.transform = BertPredictionTransform(cfg)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.apply(init_bert_weights)
 
     def tie_to(self, embeddings: BertEmbeddings) -> None:
         self.decoder.weight = embeddings.word_embeddings.weight
@@ -317,7 +336,8 @@ class BertLMHead(nn.Module):
 
 
 class TemporalEncoder(nn.Module):
-    """Self-attention-only BERT layers run across the frames at each token position (no mask)."""
+    """Self-attention-only BERT layers run across the frames at each token position (no mask).
+    Left at PyTorch's default initialisation: the release's N(0, 0.02) init of it is a no-op."""
 
     def __init__(self, cfg: TextConfig, num_layers: int, attn_implementation: str = "sdpa") -> None:
         super().__init__()

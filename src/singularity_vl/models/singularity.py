@@ -524,6 +524,31 @@ def create_model(config: SingularityConfig) -> SingularityBase:
     return MODEL_CLASSES[config.task](config)
 
 
+def add_temporal_modules(
+    model: SingularityBase, num_frames: int = 4, num_layers: int = 2, add_temporal_embed: bool = True
+) -> SingularityBase:
+    """The second-stage (paper Sec. 4) model: a single-frame model with temporal embeddings cut/zero-
+    extended to `num_frames` and a fresh temporal encoder of `num_layers` (same weights otherwise)."""
+    config = SingularityConfig.from_dict(model.config.to_dict())
+    config.temporal.num_frames = num_frames
+    config.temporal.add_temporal_embed = add_temporal_embed
+    config.temporal.enable_encoder = num_layers > 0
+    config.temporal.num_layers = max(num_layers, 1)
+    new = MODEL_CLASSES[config.task](config)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("temporal_vision_encoder.")}
+    old = state.pop("temporal_embeddings")
+    embed = torch.zeros(1, num_frames, 1, old.shape[-1], dtype=old.dtype)  # untrained slots start at zero
+    n = min(num_frames, old.shape[1])
+    embed[:, :n] = old[:, :n]
+    state["temporal_embeddings"] = embed
+    result = new.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("temporal_vision_encoder.")]
+    if missing or result.unexpected_keys:
+        raise KeyError(f"cannot add temporal modules: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    new.tie_weights()
+    return new
+
+
 def create_empty_model(config: SingularityConfig) -> SingularityBase:
     """A model with uninitialised parameters (no random init), ready to receive a full state dict fast."""
     with torch.device("meta"):

@@ -42,6 +42,8 @@ class TrainConfig:
     vision_init: str | None = None  # local HF BEiT/ViT directory (with a preset)
     text_init: str | None = None  # local HF BERT directory (with a preset)
     image_res: int | None = None
+    # second-stage temporal pre-training: add a temporal encoder of this depth (0: keep the model as is)
+    temporal_layers: int = 0
     num_frames: int = 1
     sample_type: str = "rand"
     num_frames_test: int = 4

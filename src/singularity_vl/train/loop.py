@@ -109,7 +109,12 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.stop_requested = False
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg).to(self.device)
+        model = build_model(cfg)
+        if cfg.temporal_layers and not model.config.temporal.enable_encoder:
+            from singularity_vl.models.singularity import add_temporal_modules
+
+            model = add_temporal_modules(model, max(cfg.num_frames, 1), cfg.temporal_layers)
+        self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
         res = self.model.config.vision.image_size
