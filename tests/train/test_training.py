@@ -199,3 +199,45 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, colours):
     assert '"stopped": true' in stdout
     ckpts = sorted(out.glob("ckpt_*"))
     assert ckpts and (ckpts[-1] / "model.safetensors").is_file()
+
+
+def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colours):
+    out = tmp_path / "opts"
+    assert (
+        main(
+            _args(
+                colours,
+                out,
+                "task=pretrain",
+                "scheduler.epochs=2",
+                "max_txt_l=8",
+                "precision=bf16",
+                "grad_accum=2",
+                "optimizer.max_grad_norm=1.0",
+                "gradient_checkpointing=true",
+                "compile=true",
+                "compile_backend=eager",
+                "batch_size.video=2",
+                "checkpoint_every=1",
+            )
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 2 and all(r["loss"] == r["loss"] for r in steps)  # 4 batches / accumulation 2
+    assert len(list(out.glob("ckpt_*"))) == 2
+    compiled = tmp_path / "compiled"  # torch.compile wiring (the eager backend keeps the test fast)
+    assert main(_args(colours, compiled, "scheduler.epochs=1", "compile=true", "compile_backend=eager")) == 0
+    assert len([line for line in (compiled / "log.jsonl").read_text().splitlines() if '"loss"' in line]) == 1
+
+
+def test_tensorboard_needs_its_package(tmp_path, colours, capsys):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert main(_args(colours, tmp_path / "tb", "tensorboard=true", "scheduler.epochs=1")) == 2
+        assert "tensorboard" in capsys.readouterr().err
+    else:
+        assert main(_args(colours, tmp_path / "tb", "tensorboard=true", "scheduler.epochs=1")) == 0
+        assert list((tmp_path / "tb" / "tensorboard").iterdir())

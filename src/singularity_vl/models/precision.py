@@ -30,11 +30,14 @@ def resolve_precision(precision: Precision, device: torch.device | str) -> Liter
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def autocast(precision: Precision, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """The autocast context for `precision` on `device` (a no-op for fp32)."""
+def autocast(
+    precision: Precision, device: torch.device | str, cache_enabled: bool = True
+) -> contextlib.AbstractContextManager:
+    """The autocast context for `precision` on `device` (a no-op for fp32). With activation checkpointing
+    pass `cache_enabled=False`: cached weight casts are not replayed when a checkpointed block recomputes."""
     device = torch.device(device)
     resolved = resolve_precision(precision, device)
     if resolved == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache_enabled)

@@ -59,7 +59,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     grad_accum: int = 1
     gradient_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
+    compile_backend: str = "inductor"
+    tensorboard: bool = False  # also write scalars to output_dir/tensorboard (needs the tensorboard package)
     itc_gather: bool = False
     seed: int = 42
     num_workers: int = 2

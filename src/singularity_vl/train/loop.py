@@ -157,7 +157,14 @@ class Trainer:
         self._resume()
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.world > 1 else self.model
         if cfg.compile:
-            self.ddp = torch.compile(self.ddp)
+            self.ddp = torch.compile(self.ddp, backend=cfg.compile_backend)
+        self.tb = None
+        if cfg.tensorboard and self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError("tensorboard=true needs the tensorboard package (pip install tensorboard)") from e
+            self.tb = SummaryWriter(str(self.out / "tensorboard"))
 
     def _datasets(self, res: int):
         """(media type, dataset, collate) for each media type present in `train_file`."""
@@ -244,6 +251,10 @@ class Trainer:
         if self.rank == 0:
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tb is not None and "step" in record:
+                for key, value in record.items():
+                    if isinstance(value, float):
+                        self.tb.add_scalar(f"train/{key}", value, record["step"])
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
@@ -313,7 +324,7 @@ class Trainer:
     def _step(self, batch: dict[str, Any], media: str) -> None:
         cfg = self.cfg
         video = batch["video"].to(self.device, non_blocking=True)
-        with autocast(self.precision, self.device):
+        with autocast(self.precision, self.device, cache_enabled=not cfg.gradient_checkpointing):
             if cfg.task == "qa":
                 keys = (
                     "question_ids",
