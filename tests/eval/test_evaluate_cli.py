@@ -108,6 +108,25 @@ def test_mc_and_qa(tmp_path, data):
     )
     preds = json.loads((tmp_path / "qa" / "predictions.json").read_text())
     assert [p["question_id"] for p in preds] == [0, 1, 2, 3]
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(models["qa"]),
+                "--out",
+                str(tmp_path / "gen"),
+                "task=qa",
+                f"test_file=[{root}/qa.json,{root},video]",
+                "qa_generate=true",
+                "num_frames_test=1",
+                "max_q_len=8",
+            ]
+        )
+        == 0
+    )
+    gen = json.loads((tmp_path / "gen" / "predictions.json").read_text())
+    assert len(gen) == 4 and all(isinstance(p["prediction"], str) for p in gen)
     assert all(p["prediction"] in ("square", "circle", "red") for p in preds)
 
 

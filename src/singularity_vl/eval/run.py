@@ -20,7 +20,7 @@ from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import EvalTransform
 from singularity_vl.eval.mc import mc_accuracy, mc_scores
 from singularity_vl.eval.metrics import retrieval_metrics
-from singularity_vl.eval.qa import make_prediction, predictions_to_json, qa_accuracy
+from singularity_vl.eval.qa import decode_answer, greedy_answers, make_prediction, predictions_to_json, qa_accuracy
 from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, encode_texts, encode_videos, rerank
 
 
@@ -35,6 +35,7 @@ class EvalConfig:
     task: str = "retrieval"  # retrieval | mc | qa
     test_file: list[str] = field(default_factory=list)  # [annotation.json, media root, "video"|"image"]
     answer_list: str | None = None  # QA: JSON list of candidate answers
+    qa_generate: bool = False  # QA: greedy open-ended generation instead of answer-list ranking
     num_frames_test: int = 4  # frames per test video (release: 4 pre-train eval, 12 MSRVTT, 32 ActivityNet)
     sample_type_test: str = "middle"
     eval_frame_ensemble: str = "concat"  # concat | mean | max | lse
@@ -148,11 +149,11 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
         ]
         (out_dir / "predictions.json").write_text(json.dumps(preds, indent=1))
     else:
-        if cfg.answer_list is None:
-            raise ValueError("QA evaluation needs answer_list")
+        if cfg.answer_list is None and not cfg.qa_generate:
+            raise ValueError("QA evaluation needs answer_list (or qa_generate=true for open-ended answers)")
         items = load_qa(cfg.test_file)
-        answers = load_answer_list(cfg.answer_list)
-        enc_a = tokenizer([f"{a} [SEP]" for a in answers], cfg.max_a_len)
+        answers = load_answer_list(cfg.answer_list) if cfg.answer_list else []
+        enc_a = tokenizer([f"{a} [SEP]" for a in answers], cfg.max_a_len) if answers else None
         ds = MediaEvalDataset([it.media for it in items], EvalTransform(res), cfg.num_frames_test, cfg.sample_type_test)
         loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
         preds = []
@@ -161,17 +162,22 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
                 raise EvalDataError("a test video could not be read; evaluation needs every test video")
             its = [items[i] for i in batch["index"].tolist()]
             q = tokenizer([it.question for it in its], cfg.max_q_len)
-            ranking = model.rank_answers(
-                batch["video"],
-                q["input_ids"],
-                q["attention_mask"],
-                enc_a["input_ids"],
-                enc_a["attention_mask"],
-                k=cfg.k_test,
-                ensemble=ens,
-            )
-            for it, best in zip(its, ranking.topk_ids[:, 0].tolist(), strict=True):
-                preds.append(make_prediction(it.question_id, answers[best], it.answers))
+            if cfg.qa_generate:  # open-ended: greedy decoding, no answer list needed
+                gen = greedy_answers(model, batch["video"], q["input_ids"], q["attention_mask"], cfg.max_a_len)
+                texts = [decode_answer(tokenizer, row) for row in gen.tolist()]
+            else:
+                ranking = model.rank_answers(
+                    batch["video"],
+                    q["input_ids"],
+                    q["attention_mask"],
+                    enc_a["input_ids"],
+                    enc_a["attention_mask"],
+                    k=cfg.k_test,
+                    ensemble=ens,
+                )
+                texts = [answers[best] for best in ranking.topk_ids[:, 0].tolist()]
+            for it, text in zip(its, texts, strict=True):
+                preds.append(make_prediction(it.question_id, text, it.answers))
         metrics = {"accuracy": qa_accuracy(preds)}
         (out_dir / "predictions.json").write_text(json.dumps(predictions_to_json(preds), indent=1))
     result = {"task": cfg.task, "ensemble": ens, "num_frames_test": cfg.num_frames_test, **metrics}
