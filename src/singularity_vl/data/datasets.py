@@ -248,6 +248,14 @@ def seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def mixed_order(batches: dict[str, int], seed: int) -> list[str]:
+    """Media type of each step: every batch of every corpus once, shuffled with `seed` (the release's
+    MetaLoader order, identical on every rank)."""
+    names = [name for name, n in batches.items() for _ in range(n)]
+    random.Random(seed).shuffle(names)
+    return names
+
+
 class MixedLoader:
     """Several loaders (e.g. an image and a video corpus), one media type per step: the release's
     MetaLoader. Each epoch takes every batch of every loader once, in an order shuffled with `seed + epoch`
@@ -266,9 +274,7 @@ class MixedLoader:
                     obj.set_epoch(epoch)
 
     def order(self) -> list[str]:
-        names = [name for name, loader in self.loaders.items() for _ in range(len(loader))]
-        random.Random(self.seed + self.epoch).shuffle(names)
-        return names
+        return mixed_order({name: len(loader) for name, loader in self.loaders.items()}, self.seed + self.epoch)
 
     def __len__(self) -> int:
         return sum(len(loader) for loader in self.loaders.values())

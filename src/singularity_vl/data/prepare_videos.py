@@ -58,6 +58,12 @@ class PrepareSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
+    def record(self, src: str, err: str | None) -> None:
+        if err:
+            self.failed[src] = err
+        else:
+            self.done.append(src)
+
     def text(self) -> str:
         lines = [f"{len(self.done)} converted, {len(self.skipped)} already done, {len(self.failed)} failed"]
         lines += [f"  FAILED {src}: {err}" for src, err in sorted(self.failed.items())]
@@ -103,14 +109,14 @@ def prepare_videos(
     if workers == 1:
         results = (_job(s, d, fps, size, trim) for s, d in jobs)
         for src, err in results:
-            (summary.failed.__setitem__(src, err) if err else summary.done.append(src))
+            summary.record(src, err)
             bar.update()
     else:
         with ProcessPoolExecutor(workers) as pool:
             futures = [pool.submit(_job, s, d, fps, size, trim) for s, d in jobs]
             for fut in as_completed(futures):
                 src, err = fut.result()
-                (summary.failed.__setitem__(src, err) if err else summary.done.append(src))
+                summary.record(src, err)
                 bar.update()
     bar.close()
     if summary.failed:

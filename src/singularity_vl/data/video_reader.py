@@ -178,6 +178,17 @@ def plan_cost(steps: list[tuple[str, int]], index: VideoIndex) -> float:
     return cost
 
 
+def _decode_until(decoder, target: int, wanted_pts: dict[int, int], got: dict[int, np.ndarray]) -> None:
+    """Decode forward, keeping wanted frames (by timestamp), until the frame at `target` has passed."""
+    for frame in decoder:
+        if frame.pts is None:
+            continue
+        if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
+            got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
+        if frame.pts >= target:
+            break
+
+
 def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None = None) -> np.ndarray:
     """Frames `indices` (presentation order, duplicates allowed) as uint8 (T, H, W, 3)."""
     if is_image(path):
@@ -200,22 +211,12 @@ def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None =
                     decoder = container.decode(stream)
                     continue
                 target = index.pts[frame_no]
-                for frame in decoder:
-                    if frame.pts is None:
-                        continue
-                    if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
-                        got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
-                    if frame.pts >= target:
-                        break
+                _decode_until(decoder, target, wanted_pts, got)
                 if frame_no not in got:
                     # the seek landed after the target (bad index in the container): decode from the start
                     container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
                     decoder = container.decode(stream)
-                    for frame in decoder:
-                        if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
-                            got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
-                        if frame.pts is not None and frame.pts >= target:
-                            break
+                    _decode_until(decoder, target, wanted_pts, got)
         except av.FFmpegError as e:
             raise VideoReadError(path, f"decoding failed ({e})") from e
     missing = sorted(set(indices) - set(got))

@@ -79,12 +79,16 @@ def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> Eval
     return cfg
 
 
-def _encode_media(model, media: list, cfg: EvalConfig, image_res: int) -> EncodedVideos:
+def _media_loader(media: list, cfg: EvalConfig, image_res: int) -> DataLoader:
+    """Test frames of `media`, batched (unreadable items come back counted in `batch["skipped"]`)."""
     ds = MediaEvalDataset(media, EvalTransform(image_res), cfg.num_frames_test, cfg.sample_type_test)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
+    return DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
+
+
+def _encode_media(model, media: list, cfg: EvalConfig, image_res: int) -> EncodedVideos:
     parts: list[EncodedVideos] = []
     failed = 0
-    for batch in tqdm(loader, desc="encoding videos", unit="batch"):
+    for batch in tqdm(_media_loader(media, cfg, image_res), desc="encoding videos", unit="batch"):
         failed += batch["skipped"]
         if batch["size"]:
             parts.append(encode_videos(model, batch["video"]))
@@ -154,10 +158,8 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
         items = load_qa(cfg.test_file)
         answers = load_answer_list(cfg.answer_list) if cfg.answer_list else []
         enc_a = tokenizer([f"{a} [SEP]" for a in answers], cfg.max_a_len) if answers else None
-        ds = MediaEvalDataset([it.media for it in items], EvalTransform(res), cfg.num_frames_test, cfg.sample_type_test)
-        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
         preds = []
-        for batch in tqdm(loader, desc="answering", unit="batch"):
+        for batch in tqdm(_media_loader([it.media for it in items], cfg, res), desc="answering", unit="batch"):
             if batch["skipped"]:
                 raise EvalDataError("a test video could not be read; evaluation needs every test video")
             its = [items[i] for i in batch["index"].tolist()]

@@ -19,7 +19,14 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from singularity_vl.data.annotations import CorpusSpec, load_caption_corpora, load_qa
-from singularity_vl.data.datasets import CaptionCollator, CaptionTrainDataset, QACollator, QATrainDataset, seed_worker
+from singularity_vl.data.datasets import (
+    CaptionCollator,
+    CaptionTrainDataset,
+    QACollator,
+    QATrainDataset,
+    mixed_order,
+    seed_worker,
+)
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.models.config import preset
@@ -80,8 +87,6 @@ def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, floa
 
 
 def build_model(cfg: TrainConfig) -> SingularityBase:
-    from pathlib import Path as _P
-
     if cfg.model in ("tiny", "base"):
         config = preset(cfg.model, cfg.task)
         if cfg.image_res:
@@ -92,11 +97,11 @@ def build_model(cfg: TrainConfig) -> SingularityBase:
 
             return init_from_hf(cfg.vision_init, cfg.text_init, config=config)
         return create_model(config)
-    if not _P(cfg.model).exists():
+    if not Path(cfg.model).exists():
         raise FileNotFoundError(f"model: {cfg.model} is neither a preset (tiny, base) nor a path")
     from singularity_vl.checkpoint.release import load_any
 
-    kwargs = {"image_size": cfg.image_res} if cfg.image_res and not _P(cfg.model).is_dir() else {}
+    kwargs = {"image_size": cfg.image_res} if cfg.image_res and not Path(cfg.model).is_dir() else {}
     return load_any(cfg.model, task=cfg.task, **kwargs)
 
 
@@ -189,11 +194,7 @@ class Trainer:
 
     def order(self, epoch: int) -> list[str]:
         """Media type of each step of `epoch` (the release's MetaLoader: shuffled by batch counts)."""
-        import random
-
-        names = [n for n, s in self.samplers.items() for _ in range(s.num_batches())]
-        random.Random(self.cfg.seed + epoch).shuffle(names)
-        return names
+        return mixed_order({n: s.num_batches() for n, s in self.samplers.items()}, self.cfg.seed + epoch)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
