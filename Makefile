@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/singularity-vl smoke --out runs/smoke
+	$(VENV)/bin/singularity-vl demo --out runs/demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

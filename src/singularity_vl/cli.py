@@ -84,6 +84,145 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
     return 0 if run_smoke(Path(args.out), steps=args.steps) else 1
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from singularity_vl.data.synthetic import SyntheticConfig, generate_corpus
+
+    cfg = SyntheticConfig(
+        train_per_action=args.train_per_action,
+        test_per_action=args.test_per_action,
+        num_frames=args.frames,
+        size=args.size,
+        seed=args.seed,
+    )
+    files = generate_corpus(args.out_dir, cfg)
+    print(f"wrote {files.video_dir} and the annotations under {files.root / 'anno'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from singularity_vl.demo import DemoSettings, run_demo
+
+    torch_threads(args.threads)
+    settings = DemoSettings.quick() if args.quick else DemoSettings()
+    run_demo(args.out, settings, seed=args.seed)
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from singularity_vl.data.converters import activitynet, didemo, msrvtt, ssv2
+
+    common = {"video_root": args.video_root, "skip_missing": args.skip_missing}
+    if args.video_ext is not None:
+        common["video_ext"] = args.video_ext
+    name = args.dataset
+    if name == "ssv2":
+        summary = ssv2.build_ssv2(
+            args.labels, args.train, args.validation, args.out, seed=args.seed, per_template=args.per_template, **common
+        )
+    elif name == "msrvtt-ret":
+        summary = msrvtt.build_msrvtt_ret(
+            args.videodatainfo, args.train9k, args.test1k, args.out, train7k=args.train7k, **common
+        )
+    elif name == "msrvtt-qa":
+        summary = msrvtt.build_msrvtt_qa(args.qa_dir, args.out, num_answers=args.num_answers, **common)
+    elif name == "msrvtt-mc":
+        summary = msrvtt.build_msrvtt_mc(args.mc_csv, args.out, **common)
+    elif name == "didemo":
+        summary = didemo.build_didemo(args.data_dir, args.out, **common)
+    elif name == "anet-ret":
+        summary = activitynet.build_anet_ret(args.data_dir, args.out, **common)
+    else:
+        summary = activitynet.build_anet_qa(args.data_dir, args.out, num_answers=args.num_answers, **common)
+    print(summary.text())
+    return 0
+
+
+def _prepare_parsers(sub) -> None:
+    """`prepare NAME`: one sub-command per dataset, each naming the files it reads and their source."""
+    prep = sub.add_parser(
+        "prepare",
+        help="convert a benchmark's original annotation files to the release's JSON (see docs/DATA.md)",
+    )
+    datasets = prep.add_subparsers(dest="dataset", required=True)
+
+    def add(name: str, help_: str, ext: str):
+        p = datasets.add_parser(
+            name, help=help_, description=help_, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        p.add_argument("--out", required=True, help="folder for the JSON files (e.g. $SL_DATA_DIR/anno_downstream)")
+        p.add_argument("--video-root", default=None, help="check that every referenced video exists here")
+        p.add_argument("--video-ext", default=None, help=f"extension of the video files (default {ext})")
+        p.add_argument("--skip-missing", action="store_true", help="drop entries whose video is missing (counted)")
+        p.set_defaults(func=_cmd_prepare)
+        return p
+
+    p = add(
+        "ssv2",
+        "Something-Something v2 template and label retrieval (the paper's temporal tasks). Files from the\n"
+        "20BN/Qualcomm SSv2 download: something-something-v2-labels.json, -train.json, -validation.json.",
+        ".webm",
+    )
+    p.add_argument("--labels", required=True, help="something-something-v2-labels.json (template -> class id)")
+    p.add_argument("--train", required=True, help="something-something-v2-train.json")
+    p.add_argument("--validation", required=True, help="something-something-v2-validation.json")
+    p.add_argument("--seed", type=int, default=0, help="which validation videos make the test set")
+    p.add_argument("--per-template", type=int, default=12, help="test videos per template (paper: 12)")
+
+    p = add(
+        "msrvtt-ret",
+        "MSRVTT retrieval: captions from MSR-VTT's train_val_videodatainfo.json + test_videodatainfo.json\n"
+        "(or MSRVTT_data.json), splits MSRVTT_train.9k.csv / MSRVTT_train.7k.csv / MSRVTT_JSFUS_test.csv\n"
+        "(the 1k-A split of Yu et al. 2018, distributed with CLIP4Clip's msrvtt_data.zip).",
+        ".mp4",
+    )
+    p.add_argument("--videodatainfo", nargs="+", required=True, help="one or more *videodatainfo.json files")
+    p.add_argument("--train9k", required=True, help="MSRVTT_train.9k.csv")
+    p.add_argument("--train7k", default=None, help="MSRVTT_train.7k.csv (optional)")
+    p.add_argument("--test1k", required=True, help="MSRVTT_JSFUS_test.csv")
+
+    p = add(
+        "msrvtt-qa",
+        "MSRVTT-QA (Xu et al. 2017): a folder with train_qa.json, val_qa.json, test_qa.json.",
+        ".mp4",
+    )
+    p.add_argument("--qa-dir", required=True)
+    p.add_argument("--num-answers", type=int, default=1500, help="answer-list size (most frequent train answers)")
+
+    p = add("msrvtt-mc", "MSRVTT multiple choice (JSFusion, Yu et al. 2018): MSRVTT_MC_test.csv.", ".mp4")
+    p.add_argument("--mc-csv", required=True, help="CSV with video_id, a1..a5, answer (0-based index)")
+
+    p = add(
+        "didemo",
+        "DiDeMo paragraph retrieval (Hendricks et al. 2017, github.com/LisaAnne/LocalizingMoments):\n"
+        "a folder with train_data.json, val_data.json, test_data.json.",
+        ".mp4",
+    )
+    p.add_argument("--data-dir", required=True)
+
+    p = add(
+        "anet-ret",
+        "ActivityNet Captions paragraph retrieval (Krishna et al. 2017): a folder with train.json, val_1.json.",
+        ".mp4",
+    )
+    p.add_argument("--data-dir", required=True)
+
+    p = add(
+        "anet-qa",
+        "ActivityNet-QA (Yu et al. 2019, github.com/MILVLG/activitynet-qa): a folder with\n"
+        "{train,val,test}_q.json and {train,val,test}_a.json.",
+        ".mp4",
+    )
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--num-answers", type=int, default=1500, help="answer-list size (most frequent train answers)")
+
+
+def torch_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="singularity-vl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +285,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default=None)
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. k_test=16)")
     p.set_defaults(func=_cmd_evaluate)
+
+    _prepare_parsers(sub)
+
+    p = sub.add_parser(
+        "synth", help="write the synthetic video-text corpus (mp4 + release-format JSON; deterministic by seed)"
+    )
+    p.add_argument("out_dir")
+    p.add_argument("--train-per-action", type=int, default=80, help="training videos per action (12 actions)")
+    p.add_argument("--test-per-action", type=int, default=10, help="test videos per action")
+    p.add_argument("--frames", type=int, default=16, help="frames per video (8 fps)")
+    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "demo",
+        help="the single-frame-bias experiment on CPU: synthetic corpus, pre-train, fine-tune a single-frame"
+        " and a temporal model, evaluate, write report.json / report.png",
+    )
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a much smaller run (about 2 minutes) for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("smoke", help="tiny end-to-end run on CPU: build, train a few steps, save, reload")
     p.add_argument("--out", default="runs/smoke")

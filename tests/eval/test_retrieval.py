@@ -81,3 +81,17 @@ def test_metrics_several_ground_truths():
         "img_r_mean",
         "r_mean",
     }
+
+
+def test_all_ensembles_at_once_equal_one_rerank_each(setup):
+    from singularity_vl.eval.retrieval import rerank_ensembles
+
+    model, texts, videos = setup
+    together = rerank_ensembles(model, texts, videos, k_test=3)
+    assert set(together) == {"concat", "mean", "max", "lse"}
+    for ensemble, scores in together.items():
+        alone = rerank(model, texts, videos, k_test=3, ensemble=ensemble)
+        for name in ("v2t_emb", "t2v_x", "v2t_x"):
+            torch.testing.assert_close(getattr(scores, name), getattr(alone, name), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="ensembles must be among"):
+        rerank_ensembles(model, texts, videos, ensembles=("median",))

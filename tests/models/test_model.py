@@ -221,6 +221,23 @@ def test_init_from_local_hf_dirs(tmp_path):
     assert torch.equal(dec0, minilm["encoder.layer.3.attention.self.query.weight"])
 
 
+def test_text_layer_map_reuses_bert_layers():
+    """All six MiniLM layers text-only plus two fusion layers started from its last two (the demo's model)."""
+    from singularity_vl.checkpoint.hf_init import text_config_from_hf
+
+    text = text_config_from_hf(minilm_dir())
+    text.fusion_layer, text.num_layers = 6, 8
+    config = SingularityConfig(task="retrieval", vision=tiny_config().vision, text=text, embed_dim=32)
+    model = init_from_hf(None, minilm_dir(), config=config, text_layer_map={**{i: i for i in range(6)}, 6: 4, 7: 5})
+    minilm = read_hf_weights(minilm_dir())
+    state = model.text_encoder.state_dict()
+    for ours, bert in ((0, 0), (5, 5), (6, 4), (7, 5)):
+        key = "encoder.layer.{}.output.dense.weight"
+        assert torch.equal(state[key.format(ours)], minilm[key.format(bert)])
+    with pytest.raises(KeyError, match="BERT weights missing"):
+        init_from_hf(None, minilm_dir(), config=config, text_layer_map={i: i for i in range(6)})
+
+
 def test_fast_losses_same_loss_and_gradients():
     """Sharing each video's cross-attention K/V and sparse MLM logits change no number."""
     cfg = tiny_config("pretrain")

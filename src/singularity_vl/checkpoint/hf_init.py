@@ -103,10 +103,12 @@ def load_vision_from_hf(model: SingularityBase, directory: str | Path) -> int:
     return len(state)
 
 
-def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
+def load_text_from_hf(model: SingularityBase, directory: str | Path, layer_map: dict[int, int] | None = None) -> int:
     """BERT layer i -> text encoder layer i (fusion layers keep BERT's self-attention and FFN; their
     cross-attention stays random). A masked-LM head in the directory initialises ours; the QA decoder
-    starts from the last `decoder_num_layers` BERT layers, like the release's pretrain -> QA step."""
+    starts from the last `decoder_num_layers` BERT layers, like the release's pretrain -> QA step.
+    `layer_map` (our layer -> BERT layer) lets a deeper text encoder reuse BERT layers, e.g. all six
+    MiniLM layers text-only plus two fusion layers started from its last two."""
     raw = read_hf_weights(directory)
     state = {}
     for key, value in raw.items():
@@ -116,8 +118,15 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path) -> int:
     ours = model.state_dict()
     loaded = 0
     targets: dict[str, torch.Tensor] = {}
+    sources: dict[int, list[int]] = {}
+    for ours_layer, bert_layer in (layer_map or {}).items():
+        sources.setdefault(bert_layer, []).append(ours_layer)
     for key, value in state.items():
-        if key.startswith(("embeddings.", "encoder.")) and not key.endswith("position_ids"):
+        if key.startswith("encoder.layer.") and layer_map is not None:
+            parts = key.split(".")
+            for ours_layer in sources.get(int(parts[2]), []):
+                targets["text_encoder." + ".".join([*parts[:2], str(ours_layer), *parts[3:]])] = value
+        elif key.startswith(("embeddings.", "encoder.")) and not key.endswith("position_ids"):
             targets["text_encoder." + key] = value
         elif key.startswith("cls.predictions.") and hasattr(model, "mlm_head"):
             rest = key[len("cls.predictions.") :]
@@ -157,6 +166,7 @@ def init_from_hf(
     vision_dir: str | Path | None,
     text_dir: str | Path | None,
     config: SingularityConfig | None = None,
+    text_layer_map: dict[int, int] | None = None,
     **config_kwargs,
 ) -> SingularityBase:
     """A model initialised from local HF directories (either may be None to keep random weights)."""
@@ -168,7 +178,7 @@ def init_from_hf(
     if vision_dir is not None:
         load_vision_from_hf(model, vision_dir)
     if text_dir is not None:
-        load_text_from_hf(model, text_dir)
+        load_text_from_hf(model, text_dir, text_layer_map)
     return model
 
 

@@ -180,6 +180,49 @@ def rerank(
     return RetrievalScores(v2t_emb, v2t_emb.t().contiguous(), v2t_x, t2v_x)
 
 
+@torch.no_grad()
+def rerank_ensembles(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    videos: EncodedVideos,
+    k_test: int = 128,
+    ensembles: tuple[str, ...] = ENSEMBLES,
+    text_chunk: int = 256,
+    progress: bool = False,
+) -> dict[str, RetrievalScores]:
+    """`rerank` for several frame ensembles at once: the per-frame match scores are computed once and
+    pooled by each late-fusion strategy (same numbers as one `rerank` call per ensemble)."""
+    from tqdm import tqdm
+
+    bad = [e for e in ensembles if e not in ENSEMBLES]
+    if bad:
+        raise ValueError(f"ensembles must be among {ENSEMBLES}, got {bad}")
+    v2t_emb = model.similarity(videos.feats, texts.feats).float()
+    n_v, n_t = v2t_emb.shape
+    in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
+    scores = {e: torch.zeros(n_v, n_t) for e in ensembles}
+    late = [e for e in ensembles if e != "concat"]
+    for v in tqdm(range(n_v), desc="re-ranking", disable=not progress, unit="video", leave=False):
+        text_idx = union[v].nonzero().view(-1)
+        if "concat" in ensembles:
+            scores["concat"][v, text_idx] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
+        if late:
+            frames = videos.frame_tokens[v]
+            per_frame = torch.stack([video_match_scores(model, texts, f, text_idx, text_chunk) for f in frames], -1)
+            for e in late:
+                scores[e][v, text_idx] = pool_frames(per_frame, e)
+    neg = torch.full((n_v, n_t), NEG_SCORE)
+    return {
+        e: RetrievalScores(
+            v2t_emb,
+            v2t_emb.t().contiguous(),
+            torch.where(in_v2t, s, neg),
+            torch.where(in_t2v, s, neg).t().contiguous(),
+        )
+        for e, s in scores.items()
+    }
+
+
 def _dist_rank_world() -> tuple[int, int]:
     import torch.distributed as dist
 

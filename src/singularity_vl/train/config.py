@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size_test: int = 64
     k_test: int = 128
     flip: str = "off"  # off | on (release) | swap (flip and swap left/right in captions)
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resized crop area (release)
     loss_weight: dict[str, float] = field(default_factory=lambda: {"itc": 1.0, "itm": 1.0, "mlm": 1.0})
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

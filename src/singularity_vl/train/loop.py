@@ -174,7 +174,7 @@ class Trainer:
     def _datasets(self, res: int):
         """(media type, dataset, collate) for each media type present in `train_file`."""
         cfg = self.cfg
-        transform = TrainTransform(res, flip=cfg.flip)
+        transform = TrainTransform(res, scale=tuple(cfg.crop_scale), flip=cfg.flip)
         for media_type in ("image", "video"):
             specs = [CorpusSpec.parse(s) for s in cfg.train_file]
             specs = [s for s in specs if s.media_type == media_type]

@@ -1,0 +1,332 @@
+"""`singularity-vl demo`: the paper's single-frame-bias experiment on a laptop CPU.
+
+Generates the synthetic corpus (`singularity_vl.data.synthetic`), pre-trains a small model on single
+frames (text encoder from the real MiniLM), fine-tunes (a) a single-frame model and (b) a 4-frame model
+with a temporal encoder, evaluates both on the `template`, `label` and `static` caption sets with 1, 4
+and 8 test frames and every frame ensemble, then writes `report.json`, `report.md` and `report.png`.
+Each finished stage is kept, so a re-run (or a killed run) continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from singularity_vl.data.annotations import load_retrieval_eval
+from singularity_vl.data.datasets import MediaEvalDataset, media_collate
+from singularity_vl.data.synthetic import TASKS, CorpusFiles, SyntheticConfig, chance_t2v_r1, generate_corpus
+from singularity_vl.data.text import ReleaseTokenizer
+from singularity_vl.data.transforms import EvalTransform
+from singularity_vl.eval.metrics import retrieval_metrics
+from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, encode_texts, encode_videos, rerank_ensembles
+from singularity_vl.models.config import SingularityConfig, VisionConfig
+from singularity_vl.models.losses import ENSEMBLES
+from singularity_vl.models.singularity import SingularityBase
+
+MODELS = ("single_frame", "temporal")
+VISION_PARAMS = ["vision_encoder", "vision_layernorm", "vision_proj", "text_proj"]
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and schedules of the demo; `quick()` is the few-minute variant used by the tests."""
+
+    corpus: SyntheticConfig = field(default_factory=SyntheticConfig)
+    vision_width: int = 128
+    vision_layers: int = 4
+    patch_size: int = 8
+    # all six MiniLM layers are text-only (its [CLS] only becomes sentence-specific in the last one), then
+    # `fusion_layers` layers started from MiniLM's last ones add cross-attention to the video
+    fusion_layers: int = 2
+    batch_size: int = 32
+    pretrain_epochs: float = 2
+    pretrain_lr: float = 1e-4
+    vision_lr: float = 1e-3  # the vision encoder starts from scratch: a higher rate than the text's
+    finetune_epochs: float = 2
+    finetune_lr: float = 1e-4
+    temporal_frames: int = 4
+    temporal_layers: int = 2
+    temporal_lr: float = 1e-3
+    test_frames: tuple[int, ...] = (1, 4, 8)
+    k_test: int = 16  # label / static candidates re-ranked per query (template: every video)
+    max_steps: int = 0  # cap per training stage (0: the schedule), for tests
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(
+            corpus=SyntheticConfig(train_per_action=8, test_per_action=3),
+            vision_width=64,
+            vision_layers=2,
+            fusion_layers=1,
+            batch_size=16,
+            pretrain_epochs=1,
+            finetune_epochs=1,
+            k_test=4,
+        )
+
+
+def model_config(s: DemoSettings) -> SingularityConfig:
+    """Pre-training architecture: a small BEiT on 64 px frames and the 6-layer MiniLM as text encoder."""
+    from singularity_vl.checkpoint.hf_init import minilm_dir, text_config_from_hf
+
+    text = text_config_from_hf(minilm_dir())
+    text.fusion_layer = text.num_layers
+    text.num_layers += s.fusion_layers
+    return SingularityConfig(
+        task="pretrain",
+        vision=VisionConfig(
+            image_size=s.corpus.size,
+            patch_size=s.patch_size,
+            hidden_size=s.vision_width,
+            num_layers=s.vision_layers,
+            num_heads=4,
+            intermediate_size=2 * s.vision_width,
+            drop_path_rate=0.0,
+        ),
+        text=text,
+        embed_dim=128,
+    )
+
+
+def _train(stage_dir: Path, **overrides: Any) -> Path:
+    """One training stage through the regular trainer; the final weights go to `stage_dir/final`."""
+    from singularity_vl.train.config import TrainConfig
+    from singularity_vl.train.loop import Trainer
+
+    final = stage_dir / "final"
+    if (final / "model.safetensors").is_file():
+        print(f"{final}: done before, reusing")
+        return final
+    base = OmegaConf.structured(TrainConfig(output_dir=str(stage_dir), num_workers=0, log_every=10, keep_last=1))
+    cfg = OmegaConf.to_object(OmegaConf.merge(base, overrides))
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    if summary.get("stopped"):
+        raise KeyboardInterrupt(f"{stage_dir}: training stopped; run the demo again to continue")
+    trainer.model.save_pretrained(final)
+    return final
+
+
+def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
+    """Pre-train on single frames, then fine-tune the single-frame and the temporal model."""
+    init = out / "init"
+    if not (init / "model.safetensors").is_file():
+        from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir
+
+        torch.manual_seed(seed)
+        config = model_config(s)
+        bert_layers = config.text.fusion_layer
+        layer_map = {i: i if i < bert_layers else i - s.fusion_layers for i in range(config.text.num_layers)}
+        init_from_hf(None, minilm_dir(), config=config, text_layer_map=layer_map).save_pretrained(init)
+    bs = {"image": s.batch_size, "video": s.batch_size}
+    common = dict(
+        seed=seed,
+        batch_size=bs,
+        crop_scale=[0.8, 1.0],
+        max_txt_l=16,
+        multi_video_gt=True,
+        max_steps=s.max_steps,
+        resume="auto",
+    )
+    print("stage 1/3: single-frame pre-training (ITC + ITM + MLM) on label and static captions")
+    pre = _train(
+        out / "pretrain",
+        task="pretrain",
+        model=str(init),
+        train_file=[files.train_spec("label"), files.train_spec("static")],
+        num_frames=1,
+        optimizer={"lr": s.pretrain_lr, "different_lr_names": VISION_PARAMS, "different_lr": s.vision_lr},
+        scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1},
+        **common,
+    )
+    tasks = [files.train_spec(t) for t in TASKS]
+    finetune = dict(
+        task="retrieval",
+        model=str(pre),
+        train_file=tasks,
+        loss_weight={"itc": 1.0, "itm": 1.0, "mlm": 0.0},
+        scheduler={"epochs": s.finetune_epochs, "warmup_epochs": 0.1},
+        **common,
+    )
+    print("stage 2/3: fine-tuning the single-frame model (1 random frame per video)")
+    single = _train(
+        out / "single_frame",
+        num_frames=1,
+        optimizer={"lr": s.finetune_lr, "different_lr_names": VISION_PARAMS, "different_lr": s.vision_lr},
+        **finetune,
+    )
+    print(f"stage 3/3: fine-tuning the temporal model ({s.temporal_frames} frames, temporal encoder)")
+    temporal = _train(
+        out / "temporal",
+        num_frames=s.temporal_frames,
+        temporal_layers=s.temporal_layers,
+        optimizer={
+            "lr": s.finetune_lr,
+            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *VISION_PARAMS],
+            "different_lr": s.temporal_lr,
+        },
+        **finetune,
+    )
+    return {"single_frame": single, "temporal": temporal}
+
+
+def _encode_test_videos(model: SingularityBase, media: list[str], frames: int, image_size: int) -> EncodedVideos:
+    ds = MediaEvalDataset(media, EvalTransform(image_size), frames, "middle")
+    parts = []
+    for batch in DataLoader(ds, batch_size=32, collate_fn=media_collate):
+        if batch["skipped"]:
+            raise RuntimeError("a test video of the synthetic corpus could not be read")
+        parts.append(encode_videos(model, batch["video"]))
+    return EncodedVideos(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "frame_tokens", "feats")))
+
+
+def evaluate_models(files: CorpusFiles, models: dict[str, Path], s: DemoSettings) -> list[dict[str, Any]]:
+    """Every (model, task, frames, ensemble): re-ranked retrieval recalls in both directions."""
+    tokenizer = ReleaseTokenizer()
+    rows = []
+    jobs = [(m, t, f) for m in models for t in TASKS for f in s.test_frames]
+    bar = tqdm(total=len(jobs), desc="evaluating", unit="setting")
+    for name, path in models.items():
+        model = SingularityBase.from_pretrained(path).eval()
+        for task in TASKS:
+            ev = load_retrieval_eval(files.test_spec(task), multi_video_gt=True)
+            enc = tokenizer(ev.texts, 16)
+            with torch.no_grad():
+                texts: EncodedTexts = encode_texts(model, enc["input_ids"], enc["attention_mask"])
+            # template: 12 queries, so every video is re-ranked; label / static: the top k_test
+            k = max(len(ev.texts), len(ev.media)) if task == "template" else s.k_test
+            for frames in s.test_frames:
+                with torch.no_grad():
+                    videos = _encode_test_videos(model, ev.media, frames, model.config.vision.image_size)
+                    scores = rerank_ensembles(model, texts, videos, k_test=k)
+                for ens in ENSEMBLES:
+                    sc = scores[ens]
+                    m = retrieval_metrics(sc.v2t_x, sc.t2v_x, ev.text_to_media, ev.media_to_text)
+                    rows.append(
+                        {
+                            "model": name,
+                            "task": task,
+                            "frames": frames,
+                            "ensemble": ens,
+                            "t2v_r1": m["img_r1"],
+                            "t2v_r5": m["img_r5"],
+                            "t2v_r10": m["img_r10"],
+                            "v2t_r1": m["txt_r1"],
+                            "v2t_r5": m["txt_r5"],
+                            "v2t_r10": m["txt_r10"],
+                            "r_mean": m["r_mean"],
+                        }
+                    )
+                bar.update(1)
+    bar.close()
+    return rows
+
+
+def _find(rows: list[dict], **key: Any) -> dict:
+    return next(r for r in rows if all(r[k] == v for k, v in key.items()))
+
+
+def summarise(rows: list[dict], chance: dict[str, float], s: DemoSettings) -> dict[str, Any]:
+    """The paper's comparison: the temporal model at its training frame count (concat) against the
+    single-frame model at its best setting (any frame count, any ensemble)."""
+    out: dict[str, Any] = {}
+    for task in TASKS:
+        temporal = _find(rows, model="temporal", task=task, frames=s.temporal_frames, ensemble="concat")["t2v_r1"]
+        single = max(r["t2v_r1"] for r in rows if r["model"] == "single_frame" and r["task"] == task)
+        out[task] = {
+            "temporal_t2v_r1": temporal,
+            "single_frame_best_t2v_r1": single,
+            "chance_t2v_r1": chance[task],
+            "temporal_over_single": round(temporal / single, 3) if single else None,
+            "temporal_over_chance": round(temporal / (100 * chance[task]), 3),
+        }
+    return out
+
+
+def format_table(rows: list[dict], chance: dict[str, float]) -> str:
+    """Markdown table: text->video R@1 for each model, task and frame count, one column per ensemble."""
+    lines = [
+        "| model | task | frames | " + " | ".join(f"t2v R@1 {e}" for e in ENSEMBLES) + " | v2t R@1 concat |",
+        "|---|---|---|" + "---|" * (len(ENSEMBLES) + 1),
+    ]
+    keys = sorted({(r["model"], r["task"], r["frames"]) for r in rows}, key=lambda k: (k[1], k[0], k[2]))
+    for model, task, frames in keys:
+        cells = [f"{_find(rows, model=model, task=task, frames=frames, ensemble=e)['t2v_r1']:.1f}" for e in ENSEMBLES]
+        v2t = _find(rows, model=model, task=task, frames=frames, ensemble="concat")["v2t_r1"]
+        lines.append(f"| {model} | {task} | {frames} | " + " | ".join(cells) + f" | {v2t:.1f} |")
+    lines.append("")
+    lines.append("chance t2v R@1: " + ", ".join(f"{t} {100 * c:.1f}" for t, c in chance.items()))
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], chance: dict[str, float], path: Path) -> None:
+    """Grouped bars: t2v R@1 (concat) by task, model and test frame count, chance as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = sorted({r["frames"] for r in rows})
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8), sharey=True)
+    width = 0.8 / len(frames)
+    colours = {"single_frame": ("#9ecae1", "#4292c6", "#08519c"), "temporal": ("#fdae6b", "#f16913", "#a63603")}
+    for ax, task in zip(axes, TASKS, strict=True):
+        for i, model in enumerate(MODELS):
+            for j, f in enumerate(frames):
+                value = _find(rows, model=model, task=task, frames=f, ensemble="concat")["t2v_r1"]
+                x = i + (j - (len(frames) - 1) / 2) * width
+                ax.bar(x, value, width * 0.95, color=colours[model][j % 3], label=f"{model}, {f} frames")
+                ax.text(x, value + 1, f"{value:.0f}", ha="center", fontsize=7)
+        ax.axhline(100 * chance[task], color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(MODELS)), [m.replace("_", " ") for m in MODELS])
+        ax.set_title(f"{task} (chance {100 * chance[task]:.0f})")
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("text-to-video R@1 (%, concat)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2 * len(frames), fontsize=8, frameon=False)
+    fig.suptitle("Single-frame vs temporal model on synthetic SSv2-like tasks")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 0) -> dict[str, Any]:
+    """The whole experiment; returns the report (also written to `out/report.json`)."""
+    s = settings or DemoSettings()
+    s = replace(s, corpus=replace(s.corpus, seed=seed))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    print(f"generating the synthetic corpus under {out / 'corpus'}")
+    files = generate_corpus(out / "corpus", s.corpus)
+    models = train_models(files, out, s, seed)
+    rows = evaluate_models(files, models, s)
+    chance = {t: round(chance_t2v_r1(files.annotation(t, "test")), 4) for t in TASKS}
+    report = {
+        "chance_t2v_r1": chance,
+        "results": rows,
+        "summary": summarise(rows, chance, s),
+        "settings": asdict(s),
+        "seed": seed,
+        "seconds": round(time.time() - start, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = format_table(rows, chance)
+    (out / "report.md").write_text(table + "\n")
+    plot(rows, chance, out / "report.png")
+    print(table)
+    for task, v in report["summary"].items():
+        print(
+            f"{task}: temporal {v['temporal_t2v_r1']:.1f} vs single-frame (best) {v['single_frame_best_t2v_r1']:.1f}"
+            f" vs chance {100 * v['chance_t2v_r1']:.1f}"
+        )
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'report.png'} in {report['seconds']:.0f} s")
+    return report
