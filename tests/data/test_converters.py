@@ -295,3 +295,49 @@ def test_prepare_help_names_the_source_files(capsys):
         main(["prepare", "msrvtt-ret", "--help"])
     text = capsys.readouterr().out
     assert "MSRVTT_JSFUS_test.csv" in text and "videodatainfo" in text
+
+
+# --- a missing video and a broken entry for every converter ----------------------------------------
+def test_missing_videos_named_or_skipped_for_every_converter(tmp_path):
+    f = _msrvtt_fixture(tmp_path)
+    root = _touch(tmp_path / "v", [f"video{i}.mp4" for i in range(6) if i != 4])  # video4 missing
+    with pytest.raises(ConvertError, match=r"1 video\(s\) not found .*video4.mp4"):
+        build_msrvtt_ret([f["info"]], f["train9k"], f["test1k"], tmp_path / "o1", video_root=root)
+    s = build_msrvtt_ret([f["info"]], f["train9k"], f["test1k"], tmp_path / "o1", video_root=root, skip_missing=True)
+    assert s.missing_videos == ["video4.mp4"] and s.files[str(tmp_path / "o1" / "msrvtt_test1k.json")] == 1
+
+    header = ["key", "vid_key", "video_id", "a1", "a2", "a3", "a4", "a5", "answer"]
+    mc = _csv(tmp_path / "mc.csv", header, [["k", "m", f"video{i}", "a", "b", "c", "d", "e", "0"] for i in (3, 4)])
+    with pytest.raises(ConvertError, match="video4.mp4"):
+        build_msrvtt_mc(mc, tmp_path / "o2", video_root=root)
+    assert build_msrvtt_mc(mc, tmp_path / "o2", video_root=root, skip_missing=True).counts == {"questions": 1}
+
+    d = tmp_path / "didemo"
+    for split in ("train", "val", "test"):
+        _json(
+            d / f"{split}_data.json",
+            [{"video": f"video{k}.mov", "description": "x", "times": [[0, 1]]} for k in (3, 4)],
+        )
+    with pytest.raises(ConvertError, match="video4.mp4"):
+        build_didemo(d, tmp_path / "o3", video_root=root)
+    assert build_didemo(d, tmp_path / "o3", video_root=root, skip_missing=True).counts["test videos"] == 1
+
+    q = tmp_path / "anetqa"
+    for split in ("train", "val", "test"):
+        _json(q / f"{split}_q.json", [{"video_name": "zzz", "question_id": "z1", "question": "why?"}])
+        _json(q / f"{split}_a.json", [{"question_id": "z1", "answer": "because"}])
+    with pytest.raises(ConvertError, match="v_zzz.mp4"):
+        build_anet_qa(q, tmp_path / "o4", video_root=root)
+
+
+def test_msrvtt_qa_broken_entry(tmp_path):
+    qa = tmp_path / "qa"
+    for split in ("train", "val", "test"):
+        _json(qa / f"{split}_qa.json", [{"id": 0, "video_id": 1, "question": "what?", "answer": "cat"}])
+    _json(qa / "val_qa.json", [{"id": 0, "video_id": 1, "answer": "cat"}])
+    with pytest.raises(ConvertError, match=r"val_qa.json: entry 0: missing key 'question'"):
+        build_msrvtt_qa(qa, tmp_path / "out")
+    (qa / "test_qa.json").write_text("[{")
+    _json(qa / "val_qa.json", [{"id": 0, "video_id": 1, "question": "what?", "answer": "cat"}])
+    with pytest.raises(ConvertError, match=r"test_qa.json: invalid JSON at line 1"):
+        build_msrvtt_qa(qa, tmp_path / "out")
