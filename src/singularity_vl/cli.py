@@ -216,6 +216,56 @@ def _prepare_parsers(sub) -> None:
     p.add_argument("--num-answers", type=int, default=1500, help="answer-list size (most frequent train answers)")
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from singularity_vl.search.index import build_index
+
+    summary = build_index(
+        args.video_dir,
+        args.model,
+        args.out,
+        num_frames=args.num_frames,
+        batch_size=args.batch_size,
+        rebuild=args.rebuild,
+    )
+    print(summary.text())
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from singularity_vl.search.engine import SearchEngine, hits_to_json
+
+    engine = SearchEngine(args.index_dir)
+    hits = engine.search(args.query, k=args.k, rerank=args.rerank, ensemble=args.ensemble)
+    if args.json:
+        print(json.dumps(hits_to_json(args.query, hits), indent=1))
+        return 0
+    if not hits:
+        print("no results (is the index empty?)")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:3d}. {h.score:8.3f}  {h.path}  (best frame at {h.time:.2f} s of {h.duration:.2f} s)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from singularity_vl.search.engine import SearchEngine
+    from singularity_vl.search.server import make_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    engine = SearchEngine(args.index_dir)
+    server = make_server(engine, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving {len(engine)} indexed files on http://{host}:{port}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def torch_threads(n: int | None) -> None:
     if n:
         import torch
@@ -287,6 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _prepare_parsers(sub)
+
+    p = sub.add_parser("index", help="index a folder of videos and images for text search (incremental)")
+    p.add_argument("video_dir")
+    p.add_argument("--model", required=True, help="a retrieval model directory (ours; convert release .pth first)")
+    p.add_argument("--out", required=True, help="index directory (index.db + shards/)")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--rebuild", action="store_true", help="start over when the model or settings changed")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="text-to-video search in an index")
+    p.add_argument("index_dir")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10, help="results to show (at most 50)")
+    p.add_argument("--rerank", type=int, default=64, help="candidates re-ranked by ITM (0: dual encoder only)")
+    p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default="concat")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("serve", help="web page and JSON API over an index")
+    p.add_argument("index_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "synth", help="write the synthetic video-text corpus (mp4 + release-format JSON; deterministic by seed)"

@@ -32,7 +32,8 @@ from singularity_vl.models.losses import ENSEMBLES
 from singularity_vl.models.singularity import SingularityBase
 
 MODELS = ("single_frame", "temporal")
-VISION_PARAMS = ["vision_encoder", "vision_layernorm", "vision_proj", "text_proj"]
+# trained from scratch (vision tower, projections, cross-attention, ITM head): a higher rate than MiniLM's layers
+FRESH_PARAMS = ["vision_encoder", "vision_layernorm", "vision_proj", "text_proj", "crossattention", "itm_head"]
 
 
 @dataclass
@@ -143,7 +144,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         model=str(init),
         train_file=[files.train_spec("label"), files.train_spec("static")],
         num_frames=1,
-        optimizer={"lr": s.pretrain_lr, "different_lr_names": VISION_PARAMS, "different_lr": s.vision_lr},
+        optimizer={"lr": s.pretrain_lr, "different_lr_names": FRESH_PARAMS, "different_lr": s.vision_lr},
         scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1},
         **common,
     )
@@ -160,7 +161,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
     single = _train(
         out / "single_frame",
         num_frames=1,
-        optimizer={"lr": s.finetune_lr, "different_lr_names": VISION_PARAMS, "different_lr": s.vision_lr},
+        optimizer={"lr": s.finetune_lr, "different_lr_names": FRESH_PARAMS, "different_lr": s.vision_lr},
         **finetune,
     )
     print(f"stage 3/3: fine-tuning the temporal model ({s.temporal_frames} frames, temporal encoder)")
@@ -170,7 +171,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         temporal_layers=s.temporal_layers,
         optimizer={
             "lr": s.finetune_lr,
-            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *VISION_PARAMS],
+            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *FRESH_PARAMS],
             "different_lr": s.temporal_lr,
         },
         **finetune,

@@ -114,6 +114,11 @@ class SingularityBase(nn.Module):
     def encode_video(self, video: torch.Tensor) -> VideoEncoding:
         """Frames -> fusion tokens (temporal embeddings / encoder applied) and per-frame pooled features."""
         frame_tokens, pooled = self.encode_frames(video)
+        return VideoEncoding(self.fuse_frames(frame_tokens), pooled, frame_tokens)
+
+    def fuse_frames(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """Per-frame tokens (B, T, L, D) -> concat fusion inputs (B, T*L, D): temporal embeddings and the
+        temporal encoder applied (so cached frame tokens can be re-fused later, e.g. by search)."""
         b, t, n, d = frame_tokens.shape
         tokens = frame_tokens
         if self.config.temporal.add_temporal_embed:
@@ -122,7 +127,7 @@ class SingularityBase(nn.Module):
             x = tokens.permute(0, 2, 1, 3).reshape(b * n, t, d)  # (B*L, T, D): attend across frames
             x = self.temporal_vision_encoder(x)
             tokens = x.view(b, n, t, d).permute(0, 2, 1, 3)
-        return VideoEncoding(tokens.reshape(b, t * n, d), pooled, frame_tokens)
+        return tokens.reshape(b, t * n, d)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-only layers: tokens (B, L, H) and the CLS feature (B, H)."""

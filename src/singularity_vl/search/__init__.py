@@ -1,0 +1,1 @@
+"""Text-to-video search over your own folders: index, query, web page."""

@@ -1,0 +1,273 @@
+"""`singularity-vl index`: encode a folder of videos and images once for text search.
+
+Per file the index keeps the dual-encoder features of its sampled frames (for the first, fast ranking)
+and the frames' vision tokens (the fusion inputs the ITM re-ranker cross-attends to), in safetensors
+shards, with metadata in SQLite (`index.db`: path, size, mtime, duration, fps, frame times, status).
+Runs are incremental (new or changed files only; deleted files dropped), corrupt files are recorded
+with their error and skipped, and an interrupted run loses at most the shard it was writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from singularity_vl.data.transforms import EvalTransform
+from singularity_vl.data.video_reader import IMAGE_SUFFIXES, VideoReadError, read_clip
+from singularity_vl.models.singularity import SingularityBase
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+DB_NAME = "index.db"
+SHARD_DIR = "shards"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS media (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT UNIQUE NOT NULL,   -- relative to the indexed folder
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,        -- ok | error
+    error TEXT,
+    duration REAL,
+    fps REAL,
+    frame_indices TEXT,          -- JSON: frame numbers of the sampled frames
+    timestamps TEXT,             -- JSON: their times in seconds
+    shard TEXT,                  -- safetensors file under shards/ holding this file's tensors
+    tensor_key TEXT,             -- their names there: "<key>.feats", "<key>.frame_tokens"
+    indexed_at REAL NOT NULL
+);
+"""
+
+
+class SearchIndexError(ValueError):
+    """The index cannot be built or opened as asked (wrong folder, another model, bad settings)."""
+
+
+@dataclass
+class IndexSummary:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+
+    def text(self) -> str:
+        lines = [
+            f"indexed: {self.added} new, {self.updated} changed, {self.removed} removed, {self.unchanged} unchanged,"
+            f" {len(self.failed)} failed"
+        ]
+        lines += [f"  failed: {p}: {e}" for p, e in self.failed[:10]]
+        if len(self.failed) > 10:
+            lines.append(f"  ... and {len(self.failed) - 10} more (see the media table's error column)")
+        return "\n".join(lines)
+
+
+def connect(index_dir: str | Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(Path(index_dir) / DB_NAME))
+    db.executescript(SCHEMA)
+    return db
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Identifies the weights an index was built with (config + weight file size and mtime)."""
+    model_dir = Path(model_dir)
+    h = hashlib.sha256((model_dir / "config.json").read_bytes())
+    st = (model_dir / "model.safetensors").stat()
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def scan_media(root: Path, skip: Path | None = None) -> dict[str, os.stat_result]:
+    """Relative path -> stat of every video / image file under `root` (hidden entries and `skip` ignored)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_SUFFIXES:
+                continue
+            full = Path(dirpath) / name
+            found[full.relative_to(root).as_posix()] = full.stat()
+    return found
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+
+def _check_meta(db: sqlite3.Connection, wanted: dict[str, str], rebuild: bool) -> None:
+    have = _meta(db)
+    differs = {k: (have.get(k), v) for k, v in wanted.items() if k in have and have[k] != v}
+    if differs and not rebuild:
+        detail = "; ".join(f"{k}: index has {a!r}, asked {b!r}" for k, (a, b) in differs.items())
+        raise SearchIndexError(f"this index was built differently ({detail}); pass --rebuild or use another --out")
+    if differs:
+        db.execute("DELETE FROM media")
+    db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(wanted.items()))
+    db.commit()
+
+
+def _clean_shards(index_dir: Path, db: sqlite3.Connection) -> None:
+    """Remove shard files no row refers to (left by an interrupted run, or fully superseded)."""
+    used = {r[0] for r in db.execute("SELECT DISTINCT shard FROM media WHERE shard IS NOT NULL")}
+    for f in (index_dir / SHARD_DIR).glob("*"):
+        if f.name not in used:
+            f.unlink()
+
+
+@torch.no_grad()
+def _encode(model: SingularityBase, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    frame_tokens, pooled = model.encode_frames(torch.stack(clips))
+    return model.video_features(pooled), frame_tokens
+
+
+def build_index(
+    video_dir: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    num_frames: int = 8,
+    batch_size: int = 8,
+    shard_size: int = 128,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> IndexSummary:
+    """Create or update the index of `video_dir` under `out` with the model in `model_dir`."""
+    from tqdm import tqdm
+
+    root = Path(video_dir).resolve()
+    if not root.is_dir():
+        raise SearchIndexError(f"{video_dir}: not a directory")
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "config.json").is_file():
+        raise SearchIndexError(f"{model_dir}: not a model directory (expected config.json + model.safetensors)")
+    if num_frames < 1 or shard_size < 1 or batch_size < 1:
+        raise SearchIndexError("num_frames, batch_size and shard_size must be >= 1")
+    index_dir = Path(out).resolve()
+    (index_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    db = connect(index_dir)
+    try:
+        wanted = {
+            "root": str(root),
+            "model": str(model_dir),
+            "model_fingerprint": model_fingerprint(model_dir),
+            "num_frames": str(num_frames),
+        }
+        _check_meta(db, wanted, rebuild)
+        _clean_shards(index_dir, db)
+        summary = IndexSummary()
+        on_disk = scan_media(root, skip=index_dir)
+        known = {p: (i, s, m) for i, p, s, m in db.execute("SELECT id, path, size, mtime_ns FROM media")}
+        gone = [p for p in known if p not in on_disk]
+        if gone:
+            db.executemany("DELETE FROM media WHERE path = ?", [(p,) for p in gone])
+            db.commit()
+            summary.removed = len(gone)
+        todo = []
+        for rel, st in on_disk.items():
+            if rel in known and known[rel][1:] == (st.st_size, st.st_mtime_ns):
+                summary.unchanged += 1
+            else:
+                todo.append(rel)
+        if todo:
+            model = SingularityBase.from_pretrained(model_dir).eval()
+            transform = EvalTransform(model.config.vision.image_size)
+            bar = tqdm(total=len(todo), desc="indexing", unit="file", disable=not progress)
+            for start in range(0, len(todo), shard_size):
+                chunk = todo[start : start + shard_size]
+                _index_chunk(
+                    db, index_dir, root, chunk, on_disk, known, model, transform, num_frames, batch_size, summary, bar
+                )
+            bar.close()
+        _clean_shards(index_dir, db)
+        return summary
+    finally:
+        db.close()
+
+
+def _index_chunk(db, index_dir, root, chunk, on_disk, known, model, transform, num_frames, batch_size, summary, bar):
+    """Read, encode and store one shard's worth of files; the shard is written before its rows are
+    committed, so an interruption leaves either both or an orphan shard (removed by the next run)."""
+    rows, tensors, pending = [], {}, []
+    shard = f"{uuid.uuid4().hex}.safetensors"
+
+    def flush() -> None:
+        if not pending:
+            return
+        feats, tokens = _encode(model, [p[1] for p in pending])
+        for (key, _), f, t in zip(pending, feats, tokens, strict=True):
+            tensors[f"{key}.feats"] = f.float().contiguous()
+            tensors[f"{key}.frame_tokens"] = t.half().contiguous()
+        pending.clear()
+
+    for rel in chunk:
+        st = on_disk[rel]
+        key = uuid.uuid4().hex[:12]
+        base = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indexed_at": time.time()}
+        try:
+            clip = read_clip(root / rel, num_frames, "middle")
+        except VideoReadError as e:
+            rows.append({**base, "status": "error", "error": e.reason})
+            summary.failed.append((rel, e.reason))
+        else:
+            frames, times = clip.frames, clip.timestamps
+            if len(frames) < num_frames:  # an image: its one frame stands for every sampled frame
+                reps = -(-num_frames // len(frames))
+                frames, times = frames.repeat(reps, 0)[:num_frames], (times * reps)[:num_frames]
+            pending.append((key, transform(frames)))
+            rows.append(
+                {
+                    **base,
+                    "status": "ok",
+                    "duration": clip.num_frames / clip.fps if clip.fps > 0 else 0.0,
+                    "fps": clip.fps,
+                    "frame_indices": json.dumps(clip.indices),
+                    "timestamps": json.dumps([round(t, 3) for t in times]),
+                    "shard": shard,
+                    "key": key,
+                }
+            )
+            if len(pending) >= batch_size:
+                flush()
+        bar.update(1)
+    flush()
+    if tensors:
+        tmp = index_dir / SHARD_DIR / (shard + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(index_dir / SHARD_DIR / shard)
+    with db:  # one transaction: the chunk's rows appear together
+        for row in rows:
+            if row["path"] in known:
+                summary.updated += 1
+            else:
+                summary.added += 1
+            db.execute("DELETE FROM media WHERE path = ?", (row["path"],))
+            db.execute(
+                "INSERT INTO media (path, size, mtime_ns, status, error, duration, fps, frame_indices, timestamps,"
+                " shard, tensor_key, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row["path"],
+                    row["size"],
+                    row["mtime_ns"],
+                    row["status"],
+                    row.get("error"),
+                    row.get("duration"),
+                    row.get("fps"),
+                    row.get("frame_indices"),
+                    row.get("timestamps"),
+                    row.get("shard"),
+                    row.get("key"),
+                    row["indexed_at"],
+                ),
+            )
