@@ -290,3 +290,30 @@ def test_text_encoder_uses_bert_init():
     w = model.text_encoder.encoder.layer[2].crossattention.self.key.weight
     assert abs(w.std().item() - 0.02) < 0.005
     assert torch.count_nonzero(model.text_encoder.encoder.layer[0].attention.self.query.bias) == 0
+
+
+def test_update_pooler_embed_feeds_temporal_cls_to_itc():
+    """Off (release default): pooled features never see the temporal modules. On: each frame's CLS after
+    the temporal encoder replaces them, so the dual encoder depends on frame order."""
+    torch.manual_seed(0)
+    base = create_model(tiny_config("retrieval", temporal=True)).eval()
+    video = torch.randn(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        off = base.encode_video(video)
+        frame_tokens, pooled = base.encode_frames(video)
+        torch.testing.assert_close(off.pooled, pooled)
+        config = SingularityConfig.from_dict({**base.config.to_dict()})
+        config.temporal.update_pooler_embed = True
+        on_model = create_model(config).eval()
+        base.temporal_embeddings.normal_()  # zeros at init would make frame order invisible
+        off = base.encode_video(video)
+        on_model.load_state_dict(base.state_dict())
+        on = on_model.encode_video(video)
+        torch.testing.assert_close(on.tokens, off.tokens)
+        torch.testing.assert_close(on.pooled, on.tokens.view(2, 4, -1, on.tokens.shape[-1])[:, :, 0])
+        flipped = on_model.encode_video(video.flip(1))
+        assert not torch.allclose(
+            on_model.video_features(flipped.pooled).mean(1), on_model.video_features(on.pooled).mean(1)
+        )
+        single = on_model.encode_video(video[:, :1])  # one frame: no temporal encoder, BEiT's pooled vector
+        torch.testing.assert_close(single.pooled, pooled[:, :1])

@@ -60,6 +60,9 @@ class TemporalConfig:
     add_temporal_embed: bool = False  # add temporal_embeddings[t] to every token of frame t
     enable_encoder: bool = False  # run BERT layers across frames at each token position (only when T > 1)
     num_layers: int = 2
+    # the release's `update_pooler_embed`: each frame's CLS token after the temporal encoder replaces its
+    # pooled feature, so the dual encoder (ITC) sees time too; off by default, as in the release
+    update_pooler_embed: bool = False
 
 
 @dataclass

@@ -114,11 +114,20 @@ class SingularityBase(nn.Module):
     def encode_video(self, video: torch.Tensor) -> VideoEncoding:
         """Frames -> fusion tokens (temporal embeddings / encoder applied) and per-frame pooled features."""
         frame_tokens, pooled = self.encode_frames(video)
-        return VideoEncoding(self.fuse_frames(frame_tokens), pooled, frame_tokens)
+        tokens = self._temporal_tokens(frame_tokens)
+        b, t, n, d = tokens.shape
+        temporal = self.config.temporal
+        if temporal.update_pooler_embed and temporal.enable_encoder and t > 1:
+            pooled = tokens[:, :, 0]  # each frame's CLS after the temporal encoder
+        return VideoEncoding(tokens.reshape(b, t * n, d), pooled, frame_tokens)
 
     def fuse_frames(self, frame_tokens: torch.Tensor) -> torch.Tensor:
         """Per-frame tokens (B, T, L, D) -> concat fusion inputs (B, T*L, D): temporal embeddings and the
         temporal encoder applied (so cached frame tokens can be re-fused later, e.g. by search)."""
+        b, t, n, d = frame_tokens.shape
+        return self._temporal_tokens(frame_tokens).reshape(b, t * n, d)
+
+    def _temporal_tokens(self, frame_tokens: torch.Tensor) -> torch.Tensor:
         b, t, n, d = frame_tokens.shape
         tokens = frame_tokens
         if self.config.temporal.add_temporal_embed:
@@ -127,7 +136,7 @@ class SingularityBase(nn.Module):
             x = tokens.permute(0, 2, 1, 3).reshape(b * n, t, d)  # (B*L, T, D): attend across frames
             x = self.temporal_vision_encoder(x)
             tokens = x.view(b, n, t, d).permute(0, 2, 1, 3)
-        return tokens.reshape(b, t * n, d)
+        return tokens
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-only layers: tokens (B, L, H) and the CLS feature (B, H)."""
@@ -530,11 +539,16 @@ def create_model(config: SingularityConfig) -> SingularityBase:
 
 
 def add_temporal_modules(
-    model: SingularityBase, num_frames: int = 4, num_layers: int = 2, add_temporal_embed: bool = True
+    model: SingularityBase,
+    num_frames: int = 4,
+    num_layers: int = 2,
+    add_temporal_embed: bool = True,
+    update_pooler_embed: bool = False,
 ) -> SingularityBase:
     """The second-stage (paper Sec. 4) model: a single-frame model with temporal embeddings cut/zero-
     extended to `num_frames` and a fresh temporal encoder of `num_layers` (same weights otherwise)."""
     config = SingularityConfig.from_dict(model.config.to_dict())
+    config.temporal.update_pooler_embed = update_pooler_embed
     config.temporal.num_frames = num_frames
     config.temporal.add_temporal_embed = add_temporal_embed
     config.temporal.enable_encoder = num_layers > 0

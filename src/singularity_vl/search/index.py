@@ -129,8 +129,8 @@ def _clean_shards(index_dir: Path, db: sqlite3.Connection) -> None:
 
 @torch.no_grad()
 def _encode(model: SingularityBase, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    frame_tokens, pooled = model.encode_frames(torch.stack(clips))
-    return model.video_features(pooled), frame_tokens
+    enc = model.encode_video(torch.stack(clips))
+    return model.video_features(enc.pooled), enc.frame_tokens
 
 
 def build_index(

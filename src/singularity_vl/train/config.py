@@ -44,6 +44,7 @@ class TrainConfig:
     image_res: int | None = None
     # second-stage temporal pre-training: add a temporal encoder of this depth (0: keep the model as is)
     temporal_layers: int = 0
+    update_pooler_embed: bool = False  # with temporal_layers: the temporal encoder's frame CLS feeds ITC too
     num_frames: int = 1
     sample_type: str = "rand"
     num_frames_test: int = 4

@@ -118,7 +118,9 @@ class Trainer:
         if cfg.temporal_layers and not model.config.temporal.enable_encoder:
             from singularity_vl.models.singularity import add_temporal_modules
 
-            model = add_temporal_modules(model, max(cfg.num_frames, 1), cfg.temporal_layers)
+            model = add_temporal_modules(
+                model, max(cfg.num_frames, 1), cfg.temporal_layers, update_pooler_embed=cfg.update_pooler_embed
+            )
         self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
