@@ -127,6 +127,28 @@ def video_match_scores(
 
 
 @torch.no_grad()
+def video_ensemble_scores(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    videos: EncodedVideos,
+    v: int,
+    text_idx: torch.Tensor,
+    ensembles: tuple[str, ...] = ("concat",),
+    text_chunk: int = 256,
+) -> dict[str, torch.Tensor]:
+    """Match scores of video `v` against texts `text_idx` for each ensemble; the per-frame scores of the
+    late-fusion ensembles are computed once and pooled by each."""
+    out = {}
+    if "concat" in ensembles:
+        out["concat"] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
+    late = [e for e in ensembles if e != "concat"]
+    if late:
+        frames = videos.frame_tokens[v]  # (T, L, D)
+        per_frame = torch.stack([video_match_scores(model, texts, f, text_idx, text_chunk) for f in frames], -1)
+        out.update({e: pool_frames(per_frame, e) for e in late})
+    return out
+
+
 def video_scores(
     model: SingularityRetrieval,
     texts: EncodedTexts,
@@ -137,14 +159,9 @@ def video_scores(
     text_chunk: int = 256,
 ) -> torch.Tensor:
     """Match scores of video `v` against texts `text_idx`; late fusion scores each frame and pools."""
-    if ensemble == "concat":
-        return video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
-    frames = videos.frame_tokens[v]  # (T, L, D)
-    per_frame = [video_match_scores(model, texts, frames[f], text_idx, text_chunk) for f in range(len(frames))]
-    return pool_frames(torch.stack(per_frame, -1), ensemble)
+    return video_ensemble_scores(model, texts, videos, v, text_idx, (ensemble,), text_chunk)[ensemble]
 
 
-@torch.no_grad()
 def rerank(
     model: SingularityRetrieval,
     texts: EncodedTexts,
@@ -158,26 +175,9 @@ def rerank(
     fusion layer and shared by all its candidate texts (one attention call for all of them), each
     distinct pair scored once, texts batched in chunks. Under torch.distributed, videos are split across
     ranks and the matrices combined."""
-    from tqdm import tqdm
-
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    v2t_emb = model.similarity(videos.feats, texts.feats).float()
-    n_v, n_t = v2t_emb.shape
-    in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
-    scores = torch.zeros(n_v, n_t)
-    rank, world = _dist_rank_world()
-    for v in tqdm(range(rank, n_v, world), desc=f"re-ranking ({ensemble})", disable=not progress, unit="video"):
-        text_idx = union[v].nonzero().view(-1)
-        scores[v, text_idx] = video_scores(model, texts, videos, v, text_idx, ensemble, text_chunk)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(scores)  # every pair was scored by exactly one rank, zeros elsewhere
-    neg = torch.full_like(scores, NEG_SCORE)
-    v2t_x = torch.where(in_v2t, scores, neg)
-    t2v_x = torch.where(in_t2v, scores, neg).t().contiguous()
-    return RetrievalScores(v2t_emb, v2t_emb.t().contiguous(), v2t_x, t2v_x)
+    return rerank_ensembles(model, texts, videos, k_test, (ensemble,), text_chunk, progress)[ensemble]
 
 
 @torch.no_grad()
@@ -201,25 +201,26 @@ def rerank_ensembles(
     n_v, n_t = v2t_emb.shape
     in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
     scores = {e: torch.zeros(n_v, n_t) for e in ensembles}
-    late = [e for e in ensembles if e != "concat"]
-    for v in tqdm(range(n_v), desc="re-ranking", disable=not progress, unit="video", leave=False):
+    rank, world = _dist_rank_world()
+    desc = f"re-ranking ({', '.join(ensembles)})"
+    for v in tqdm(range(rank, n_v, world), desc=desc, disable=not progress, unit="video"):
         text_idx = union[v].nonzero().view(-1)
-        if "concat" in ensembles:
-            scores["concat"][v, text_idx] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
-        if late:
-            frames = videos.frame_tokens[v]
-            per_frame = torch.stack([video_match_scores(model, texts, f, text_idx, text_chunk) for f in frames], -1)
-            for e in late:
-                scores[e][v, text_idx] = pool_frames(per_frame, e)
+        for e, sc in video_ensemble_scores(model, texts, videos, v, text_idx, ensembles, text_chunk).items():
+            scores[e][v, text_idx] = sc
+    if world > 1:
+        import torch.distributed as dist
+
+        for sc in scores.values():
+            dist.all_reduce(sc)  # every pair was scored by exactly one rank, zeros elsewhere
     neg = torch.full((n_v, n_t), NEG_SCORE)
     return {
         e: RetrievalScores(
             v2t_emb,
             v2t_emb.t().contiguous(),
-            torch.where(in_v2t, s, neg),
-            torch.where(in_t2v, s, neg).t().contiguous(),
+            torch.where(in_v2t, sc, neg),
+            torch.where(in_t2v, sc, neg).t().contiguous(),
         )
-        for e, s in scores.items()
+        for e, sc in scores.items()
     }
 
 
