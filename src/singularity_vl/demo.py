@@ -17,16 +17,14 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from singularity_vl.data.annotations import load_retrieval_eval
-from singularity_vl.data.datasets import MediaEvalDataset, media_collate
 from singularity_vl.data.synthetic import TASKS, CorpusFiles, SyntheticConfig, chance_t2v_r1, generate_corpus
 from singularity_vl.data.text import ReleaseTokenizer
-from singularity_vl.data.transforms import EvalTransform
 from singularity_vl.eval.metrics import retrieval_metrics
-from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, encode_texts, encode_videos, rerank_ensembles
+from singularity_vl.eval.retrieval import rerank_ensembles
+from singularity_vl.eval.run import EvalConfig, encode_media, encode_text_list
 from singularity_vl.models.config import SingularityConfig, VisionConfig
 from singularity_vl.models.losses import ENSEMBLES
 from singularity_vl.models.singularity import SingularityBase
@@ -185,16 +183,6 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
     return {"single_frame": single, "temporal": temporal}
 
 
-def _encode_test_videos(model: SingularityBase, media: list[str], frames: int, image_size: int) -> EncodedVideos:
-    ds = MediaEvalDataset(media, EvalTransform(image_size), frames, "middle")
-    parts = []
-    for batch in DataLoader(ds, batch_size=32, collate_fn=media_collate):
-        if batch["skipped"]:
-            raise RuntimeError("a test video of the synthetic corpus could not be read")
-        parts.append(encode_videos(model, batch["video"]))
-    return EncodedVideos(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "frame_tokens", "feats")))
-
-
 def evaluate_models(files: CorpusFiles, models: dict[str, Path], s: DemoSettings) -> list[dict[str, Any]]:
     """Every (model, task, frames, ensemble): re-ranked retrieval recalls in both directions."""
     tokenizer = ReleaseTokenizer()
@@ -205,15 +193,13 @@ def evaluate_models(files: CorpusFiles, models: dict[str, Path], s: DemoSettings
         model = SingularityBase.from_pretrained(path).eval()
         for task in TASKS:
             ev = load_retrieval_eval(files.test_spec(task), multi_video_gt=True)
-            enc = tokenizer(ev.texts, 16)
-            with torch.no_grad():
-                texts: EncodedTexts = encode_texts(model, enc["input_ids"], enc["attention_mask"])
+            texts = encode_text_list(model, tokenizer, ev.texts, 16)
             # template: 12 queries, so every video is re-ranked; label / static: the top k_test
             k = max(len(ev.texts), len(ev.media)) if task == "template" else s.k_test
             for frames in s.test_frames:
-                with torch.no_grad():
-                    videos = _encode_test_videos(model, ev.media, frames, model.config.vision.image_size)
-                    scores = rerank_ensembles(model, texts, videos, k_test=k)
+                test = EvalConfig(test_file=files.test_spec(task), num_frames_test=frames, batch_size=32)
+                videos = encode_media(model, ev.media, test, model.config.vision.image_size, progress=False)
+                scores = rerank_ensembles(model, texts, videos, k_test=k)
                 first = scores[ENSEMBLES[0]]  # dual-encoder scores are the same for every ensemble
                 dual = retrieval_metrics(first.v2t_emb, first.t2v_emb, ev.text_to_media, ev.media_to_text)
                 for ens in ENSEMBLES:

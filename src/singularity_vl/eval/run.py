@@ -85,10 +85,13 @@ def _media_loader(media: list, cfg: EvalConfig, image_res: int) -> DataLoader:
     return DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
 
 
-def _encode_media(model, media: list, cfg: EvalConfig, image_res: int) -> EncodedVideos:
+def encode_media(model, media: list, cfg: EvalConfig, image_res: int, progress: bool = True) -> EncodedVideos:
+    """Test frames of every item (`cfg.num_frames_test`, `cfg.sample_type_test`) through the vision side;
+    an unreadable item is an `EvalDataError`."""
     parts: list[EncodedVideos] = []
     failed = 0
-    for batch in tqdm(_media_loader(media, cfg, image_res), desc="encoding videos", unit="batch"):
+    loader = _media_loader(media, cfg, image_res)
+    for batch in tqdm(loader, desc="encoding videos", unit="batch", disable=not progress):
         failed += batch["skipped"]
         if batch["size"]:
             parts.append(encode_videos(model, batch["video"]))
@@ -99,7 +102,7 @@ def _encode_media(model, media: list, cfg: EvalConfig, image_res: int) -> Encode
     return EncodedVideos(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "frame_tokens", "feats")))
 
 
-def _encode_text_list(model, tokenizer, texts: list[str], max_len: int, batch: int = 256) -> EncodedTexts:
+def encode_text_list(model, tokenizer, texts: list[str], max_len: int, batch: int = 256) -> EncodedTexts:
     parts = []
     for start in range(0, len(texts), batch):
         enc = tokenizer(texts[start : start + batch], max_len)
@@ -126,8 +129,8 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     ens = cfg.eval_frame_ensemble
     if cfg.task == "retrieval":
         ev = load_retrieval_eval(cfg.test_file, cfg.multi_video_gt, cfg.paragraph)
-        texts = _encode_text_list(model, tokenizer, ev.texts, cfg.max_txt_l)
-        videos = _encode_media(model, ev.media, cfg, res)
+        texts = encode_text_list(model, tokenizer, ev.texts, cfg.max_txt_l)
+        videos = encode_media(model, ev.media, cfg, res)
         s = rerank(model, texts, videos, k_test=cfg.k_test, ensemble=ens, progress=True)
         metrics = {
             "reranked": retrieval_metrics(s.v2t_x, s.t2v_x, ev.text_to_media, ev.media_to_text),
@@ -142,8 +145,8 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
         (out_dir / "ranks.json").write_text(json.dumps(detail))
     elif cfg.task == "mc":
         items = load_mc(cfg.test_file)
-        options = _encode_text_list(model, tokenizer, [o for it in items for o in it.options], cfg.max_txt_l)
-        videos = _encode_media(model, [it.media for it in items], cfg, res)
+        options = encode_text_list(model, tokenizer, [o for it in items for o in it.options], cfg.max_txt_l)
+        videos = encode_media(model, [it.media for it in items], cfg, res)
         n_opt = len(items[0].options)
         scores = mc_scores(model, videos, options, n_opt, ens)
         metrics = {"accuracy": mc_accuracy(scores, [it.answer for it in items])}
