@@ -47,17 +47,30 @@ class MediaEntry:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def load_json_list(path: str | Path) -> list[Any]:
+def type_names(kind: type | tuple[type, ...]) -> str:
+    """'list', or 'list or dict', for messages."""
+    return kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+
+
+def read_json(
+    path: str | Path, kind: type | tuple[type, ...] = (list, dict), error: type[ValueError] = AnnotationError
+) -> Any:
+    """The parsed JSON file `path`, which must be a `kind`; failures raise `error` naming the file (and
+    the line and column of a syntax error)."""
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file not found")
+        raise error(f"{path}: file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
+        raise error(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    if not isinstance(data, kind):
+        raise error(f"{path}: expected a JSON {type_names(kind)}, got {type(data).__name__}")
     return data
+
+
+def load_json_list(path: str | Path) -> list[Any]:
+    return read_json(path, list)
 
 
 def _join(root: Path, rel: Any, where: str, key: str) -> str:

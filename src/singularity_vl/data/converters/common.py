@@ -10,23 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from singularity_vl.data import annotations
+
 
 class ConvertError(ValueError):
     """A source file or entry cannot be converted; the message names the file, entry and key."""
 
 
 def read_json(path: str | Path, kind: type | tuple[type, ...] = (list, dict)) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConvertError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    if not isinstance(data, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConvertError(f"{path}: expected a JSON {names}, got {type(data).__name__}")
-    return data
+    return annotations.read_json(path, kind, ConvertError)
 
 
 def read_csv(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -55,8 +47,7 @@ def field_of(entry: Any, key: str, where: str, kind: type | tuple[type, ...] = s
         raise ConvertError(f"{where}: missing key {key!r}")
     value = entry[key]
     if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConvertError(f"{where}: {key!r} must be a non-empty {names}, got {value!r}")
+        raise ConvertError(f"{where}: {key!r} must be a non-empty {annotations.type_names(kind)}, got {value!r}")
     return value
 
 
