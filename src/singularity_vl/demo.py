@@ -59,6 +59,7 @@ class DemoSettings:
     k_test: int = 16  # label / static candidates re-ranked per query (template: every video)
     max_steps: int = 0  # cap per training stage (0: the schedule), for tests
     itm_hard_negatives: bool = False
+    finetune_mlm_weight: float = 1.0  # 0: the release's fine-tuning losses (ITC + ITM)
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -120,6 +121,12 @@ def _train(stage_dir: Path, **overrides: Any) -> Path:
     return final
 
 
+def _fusion_layer_names(model_dir: Path) -> list[str]:
+    """Parameter-name prefixes of the fusion layers (fresh in the demo model: trained at the higher rate)."""
+    text = SingularityConfig.from_dict(json.loads((model_dir / "config.json").read_text())).text
+    return [f"text_encoder.encoder.layer.{i}." for i in range(text.fusion_layer, text.num_layers)]
+
+
 def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
     """Pre-train on single frames, then fine-tune the single-frame and the temporal model."""
     init = out / "init"
@@ -129,8 +136,11 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         torch.manual_seed(seed)
         config = model_config(s)
         bert_layers = config.text.fusion_layer
-        layer_map = {i: i if i < bert_layers else i - s.fusion_layers for i in range(config.text.num_layers)}
+        # MiniLM layers text-only; fusion layers fresh (None): copies of MiniLM's layers keep its [CLS] an
+        # attention sink, so the fused [CLS] (ITM) would ignore the caption (measured; see the README)
+        layer_map = {i: i if i < bert_layers else None for i in range(config.text.num_layers)}
         init_from_hf(None, minilm_dir(), config=config, text_layer_map=layer_map).save_pretrained(init)
+    fresh = [*FRESH_PARAMS, *_fusion_layer_names(init)]
     bs = {"image": s.batch_size, "video": s.batch_size}
     common = dict(
         seed=seed,
@@ -148,16 +158,19 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         model=str(init),
         train_file=[files.train_spec("static")],  # what one frame shows, as image-text pre-training data
         num_frames=1,
-        optimizer={"lr": s.pretrain_lr, "different_lr_names": FRESH_PARAMS, "different_lr": s.vision_lr},
+        optimizer={"lr": s.pretrain_lr, "different_lr_names": fresh, "different_lr": s.vision_lr},
         scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
         **common,
     )
     tasks = [files.train_spec(t) for t in TASKS]
+    # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only): without
+    # it the fused [CLS] of this small from-scratch model collapses to a constant within ~10 steps and ITM
+    # falls back to its prior (measured; see the README)
     finetune = dict(
-        task="retrieval",
+        task="pretrain",
         model=str(pre),
         train_file=tasks,
-        loss_weight={"itc": 1.0, "itm": 1.0, "mlm": 0.0},
+        loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
         scheduler={"epochs": s.finetune_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
         **common,
     )
@@ -165,7 +178,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
     single = _train(
         out / "single_frame",
         num_frames=1,
-        optimizer={"lr": s.finetune_lr, "different_lr_names": FRESH_PARAMS, "different_lr": s.vision_lr},
+        optimizer={"lr": s.finetune_lr, "different_lr_names": fresh, "different_lr": s.vision_lr},
         **finetune,
     )
     print(f"stage 3/3: fine-tuning the temporal model ({s.temporal_frames} frames, temporal encoder)")
@@ -175,7 +188,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         temporal_layers=s.temporal_layers,
         optimizer={
             "lr": s.finetune_lr,
-            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *FRESH_PARAMS],
+            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *fresh],
             "different_lr": s.temporal_lr,
         },
         **finetune,

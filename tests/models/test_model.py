@@ -238,6 +238,26 @@ def test_text_layer_map_reuses_bert_layers():
         init_from_hf(None, minilm_dir(), config=config, text_layer_map={i: i for i in range(6)})
 
 
+def test_text_layer_map_none_keeps_fusion_layers_fresh():
+    """Layers mapped to None keep their random init (the demo's fusion layers); the rest come from MiniLM."""
+    from singularity_vl.checkpoint.hf_init import text_config_from_hf
+
+    text = text_config_from_hf(minilm_dir())
+    text.fusion_layer, text.num_layers = 6, 8
+    config = SingularityConfig(task="retrieval", vision=tiny_config().vision, text=text, embed_dim=32)
+    torch.manual_seed(0)
+    random_init = create_model(config).text_encoder.state_dict()
+    torch.manual_seed(0)
+    model = init_from_hf(None, minilm_dir(), config=config, text_layer_map={**{i: i for i in range(6)}, 6: None, 7: None})
+    minilm = read_hf_weights(minilm_dir())
+    state = model.text_encoder.state_dict()
+    key = "encoder.layer.{}.attention.self.query.weight"
+    assert torch.equal(state[key.format(5)], minilm[key.format(5)])
+    for fresh in (6, 7):
+        assert torch.equal(state[key.format(fresh)], random_init[key.format(fresh)])
+        assert not any(torch.equal(state[key.format(fresh)], minilm[key.format(b)]) for b in range(6))
+
+
 def test_fast_losses_same_loss_and_gradients():
     """Sharing each video's cross-attention K/V and sparse MLM logits change no number."""
     cfg = tiny_config("pretrain")

@@ -103,12 +103,15 @@ def load_vision_from_hf(model: SingularityBase, directory: str | Path) -> int:
     return len(state)
 
 
-def load_text_from_hf(model: SingularityBase, directory: str | Path, layer_map: dict[int, int] | None = None) -> int:
+def load_text_from_hf(
+    model: SingularityBase, directory: str | Path, layer_map: dict[int, int | None] | None = None
+) -> int:
     """BERT layer i -> text encoder layer i (fusion layers keep BERT's self-attention and FFN; their
     cross-attention stays random). A masked-LM head in the directory initialises ours; the QA decoder
     starts from the last `decoder_num_layers` BERT layers, like the release's pretrain -> QA step.
     `layer_map` (our layer -> BERT layer) lets a deeper text encoder reuse BERT layers, e.g. all six
-    MiniLM layers text-only plus two fusion layers started from its last two."""
+    MiniLM layers text-only plus two fusion layers started from its last two; a layer mapped to None
+    keeps its random initialisation (every other unmapped layer is an error, to catch count mismatches)."""
     raw = read_hf_weights(directory)
     state = {}
     for key, value in raw.items():
@@ -119,8 +122,10 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path, layer_map: 
     loaded = 0
     targets: dict[str, torch.Tensor] = {}
     sources: dict[int, list[int]] = {}
+    fresh = {ours_layer for ours_layer, bert_layer in (layer_map or {}).items() if bert_layer is None}
     for ours_layer, bert_layer in (layer_map or {}).items():
-        sources.setdefault(bert_layer, []).append(ours_layer)
+        if bert_layer is not None:
+            sources.setdefault(bert_layer, []).append(ours_layer)
     for key, value in state.items():
         if key.startswith("encoder.layer.") and layer_map is not None:
             parts = key.split(".")
@@ -155,7 +160,12 @@ def load_text_from_hf(model: SingularityBase, directory: str | Path, layer_map: 
     model.load_state_dict(targets, strict=False)
     model.tie_weights()
     loaded = len(targets)
-    expected = [k for k in ours if k.startswith("text_encoder.") and "crossattention" not in k]
+    fresh_prefixes = tuple(f"text_encoder.encoder.layer.{i}." for i in fresh)
+    expected = [
+        k
+        for k in ours
+        if k.startswith("text_encoder.") and "crossattention" not in k and not k.startswith(fresh_prefixes)
+    ]
     missing = [k for k in expected if k not in targets]
     if missing:
         raise KeyError(f"{directory}: BERT weights missing for {missing[:8]}")
@@ -166,7 +176,7 @@ def init_from_hf(
     vision_dir: str | Path | None,
     text_dir: str | Path | None,
     config: SingularityConfig | None = None,
-    text_layer_map: dict[int, int] | None = None,
+    text_layer_map: dict[int, int | None] | None = None,
     **config_kwargs,
 ) -> SingularityBase:
     """A model initialised from local HF directories (either may be None to keep random weights)."""

@@ -5,9 +5,11 @@ counter-clockwise, appearing vs disappearing, moving-then-stopping vs stopping-t
 Every action draws its start state at random so that the frames of any one action look like the frames
 of any other: position, size and angle are uniform over the same ranges whether or not they change.
 Captions come in three sets mirroring the SSv2 tasks of the paper: `template` (the action only,
-"something moves from left to right"), `label` (object and action, "a red square moves from left to
-right") and `static` (the object only, "a red square"). Videos are real H.264 mp4 files written with
-PyAV; annotations are the release's JSON formats. Deterministic given the seed.
+"something moves to the right"), `label` (object and action, "a red square moves to the right") and
+`static` (the object only, "a red square"). Opposite actions use different words, not the same words in
+another order: MiniLM gives "from left to right" and "from right to left" the same sentence feature
+(cosine 1.00 in the demo model as initialised). Videos are real H.264 mp4 files written with PyAV;
+annotations are the release's JSON formats. Deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from tqdm import tqdm
 from singularity_vl.data.video_writer import write_video
 
 ACTIONS: dict[str, str] = {
-    "left_to_right": "something moves from left to right",
-    "right_to_left": "something moves from right to left",
+    "left_to_right": "something moves to the right",
+    "right_to_left": "something moves to the left",
     "up": "something moves up",
     "down": "something moves down",
     "approach": "something comes closer",
