@@ -248,7 +248,9 @@ def test_text_layer_map_none_keeps_fusion_layers_fresh():
     torch.manual_seed(0)
     random_init = create_model(config).text_encoder.state_dict()
     torch.manual_seed(0)
-    model = init_from_hf(None, minilm_dir(), config=config, text_layer_map={**{i: i for i in range(6)}, 6: None, 7: None})
+    model = init_from_hf(
+        None, minilm_dir(), config=config, text_layer_map={**{i: i for i in range(6)}, 6: None, 7: None}
+    )
     minilm = read_hf_weights(minilm_dir())
     state = model.text_encoder.state_dict()
     key = "encoder.layer.{}.attention.self.query.weight"
