@@ -152,6 +152,28 @@ def test_save_and_load_roundtrip(tmp_path):
         SingularityBase.from_pretrained(tmp_path / "missing")
 
 
+def test_beit_absolute_position_embeddings_option(tmp_path):
+    """`vision.abs_pos_emb`: BEiT gets learned absolute position embeddings (used, saved, reloaded); the
+    release's BEiT (the default) has none."""
+    assert not any("position_embeddings" in k for k in create_model(tiny_config()).state_dict() if "vision" in k)
+    cfg = tiny_config()
+    cfg.vision.abs_pos_emb = True
+    model = create_model(cfg).eval()
+    key = "vision_encoder.embeddings.position_embeddings"
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    assert model.state_dict()[key].shape == (1, grid * grid + 1, cfg.vision.hidden_size)
+    frame = torch.randn(1, 1, 3, cfg.vision.image_size, cfg.vision.image_size)
+    with torch.no_grad():
+        before = model.encode_frames(frame)[0]
+        model.vision_encoder.embeddings.position_embeddings.normal_()
+        after = model.encode_frames(frame)[0]
+    assert not torch.allclose(before, after)
+    model.save_pretrained(tmp_path / "m")
+    again = SingularityBase.from_pretrained(tmp_path / "m").eval()
+    assert again.config.vision.abs_pos_emb
+    assert torch.equal(again.state_dict()[key], model.state_dict()[key])
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="unknown config key 'bogus'"):
         SingularityConfig.from_dict({"bogus": 1})

@@ -29,6 +29,9 @@ class VisionConfig:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     use_pooler: bool = True  # BEiT mean-pool + LayerNorm; the release's QA model has none
+    # BEiT: learned absolute position embeddings as well as the relative position bias (the release's BEiT
+    # has none, so its tokens do not know where they are; ViT always has them)
+    abs_pos_emb: bool = False
 
 
 @dataclass
