@@ -6,13 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from singularity_vl.cli import main
 from singularity_vl.data.annotations import load_caption_corpora, load_retrieval_eval
 from singularity_vl.data.synthetic import (
     ACTIONS,
     SyntheticConfig,
+    VideoSpec,
     chance_t2v_r1,
+    frame_caption,
     generate_corpus,
     plan_corpus,
     render,
@@ -41,6 +44,30 @@ def test_corpus_files_load_and_ground_truths(tmp_path):
     assert len(train) == 3 * 24
     clip = read_clip(template.media[0], 4, "middle")
     assert clip.frames.shape == (4, 32, 32, 3)
+
+
+def test_frame_images_show_what_their_caption_says(tmp_path):
+    """The `frames` pre-training set: PNG frames of the training videos, each equal to that frame of the
+    video as rendered, captioned with the object and where it is in that frame."""
+    files = generate_corpus(tmp_path, SMALL, progress=False)
+    corpus = load_caption_corpora([files.frames_spec()])
+    assert len(corpus) == 24 * SMALL.frames_per_video
+    entries = json.loads(files.annotation("frames", "train").read_text())
+    manifest = {v["name"]: v for v in json.loads((tmp_path / "corpus.json").read_text())["videos"]}
+    for entry in entries:
+        video, index = entry["image"].rsplit("_", 1)
+        spec = VideoSpec(**{k: v for k, v in manifest[video + ".mp4"].items() if k != "captions"})
+        frame = render(spec, SMALL)[int(index[:2])]
+        assert np.array_equal(np.asarray(Image.open(files.frame_dir / entry["image"])), frame)
+        assert entry["caption"].startswith("a ") and f"{spec.colour} {spec.shape}" in entry["caption"]
+    # positions are named from the frame's own trajectory: a left-to-right video's first frame is "left"
+    spec = VideoSpec("v.mp4", "train", "left_to_right", "square", "red", 0, 3)
+    traj = trajectory(spec.action, 16, np.random.default_rng(spec.seed))
+    assert "left" in frame_caption(spec, traj, 0) and "right" in frame_caption(spec, traj, 15)
+    # a second run keeps the files and writes the same annotations
+    before = files.annotation("frames", "train").read_text()
+    generate_corpus(tmp_path, SMALL, progress=False)
+    assert files.annotation("frames", "train").read_text() == before
 
 
 def test_deterministic_by_seed(tmp_path):

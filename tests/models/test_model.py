@@ -327,6 +327,10 @@ def test_add_temporal_modules_for_second_stage():
     video, ids, mask = _batch(temporal.config, frames=4)
     with torch.no_grad():
         assert temporal.encode_video(video).tokens.shape == (B, 4 * 17, 64)
+    torch.manual_seed(0)
+    spread = add_temporal_modules(single, num_frames=4, num_layers=2, embed_init_std=1.0)
+    assert torch.equal(spread.temporal_embeddings[:, :1], single.temporal_embeddings)  # trained slot kept
+    assert 0.8 < spread.temporal_embeddings[:, 1:].std().item() < 1.2
 
 
 def test_text_encoder_uses_bert_init():

@@ -10,6 +10,10 @@ Captions come in three sets mirroring the SSv2 tasks of the paper: `template` (t
 another order: MiniLM gives "from left to right" and "from right to left" the same sentence feature
 (cosine 1.00 in the demo model as initialised). Videos are real H.264 mp4 files written with PyAV;
 annotations are the release's JSON formats. Deterministic given the seed.
+
+A fourth set, `frames`, is image-text pre-training data: single frames of the training videos saved as
+PNG images, captioned with what that one frame shows, including where ("a small red square at the top
+left"): what an image-text corpus teaches a model before it ever sees a video.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from singularity_vl.data.video_writer import write_video
@@ -67,6 +72,7 @@ class SyntheticConfig:
     fps: int = 8
     size: int = 64
     seed: int = 0
+    frames_per_video: int = 2  # single-frame images (with frame captions) per training video
 
 
 @dataclass
@@ -88,6 +94,32 @@ class VideoSpec:
             "label": ACTIONS[self.action].replace("something", obj),
             "static": obj,
         }
+
+
+def _where(x: float, y: float) -> str:
+    """Position words for a centre in frame fractions: thirds of the frame, rows first."""
+    col = "left" if x < 0.4 else "right" if x > 0.6 else ""
+    row = "top" if y < 0.4 else "bottom" if y > 0.6 else ""
+    if row and col:
+        return f"at the {row} {col}"
+    if row:
+        return f"at the {row}"
+    return f"on the {col}" if col else "in the middle"
+
+
+def frame_caption(spec: VideoSpec, traj: dict[str, np.ndarray], index: int) -> str:
+    """What frame `index` alone shows: size, colour, shape and where ("a small red square at the top left")."""
+    r = traj["r"][index]
+    size = "small " if r < 0.13 else "large " if r > 0.16 else ""
+    return f"a {size}{spec.colour} {spec.shape} {_where(traj['x'][index], traj['y'][index])}"
+
+
+def frame_choice(spec: VideoSpec, traj: dict[str, np.ndarray], count: int) -> list[int]:
+    """The frames of a training video saved as pre-training images: `count` distinct frames where the
+    object is visible, drawn from the video's own seed."""
+    visible = np.flatnonzero(traj["visible"])
+    rng = np.random.default_rng([spec.seed, 1])
+    return sorted(int(i) for i in rng.choice(visible, size=min(count, len(visible)), replace=False))
 
 
 def _smooth(t: np.ndarray) -> np.ndarray:
@@ -259,6 +291,14 @@ class CorpusFiles:
     def test_spec(self, task: str) -> list[str]:
         return [str(self.annotation(task, "test")), str(self.video_dir), "video"]
 
+    @property
+    def frame_dir(self) -> Path:
+        return self.root / "frames"
+
+    def frames_spec(self) -> list[str]:
+        """The single-frame image-text pre-training corpus (`frames` captions)."""
+        return [str(self.annotation("frames", "train")), str(self.frame_dir), "image"]
+
 
 def _annotations(specs: list[VideoSpec]) -> dict[tuple[str, str], list[dict]]:
     """Train files: one `{"video", "caption"}` per video. Test files: one entry per distinct caption with
@@ -291,12 +331,25 @@ def generate_corpus(out: str | Path, cfg: SyntheticConfig = SyntheticConfig(), p
     manifest = files.root / "corpus.json"
     previous = json.loads(manifest.read_text()) if manifest.is_file() else None
     same = previous is not None and previous.get("config") == asdict(cfg)
+    files.frame_dir.mkdir(exist_ok=True)
+    frame_entries = []
     for spec in tqdm(specs, desc="rendering videos", unit="video", disable=not progress):
         path = files.video_dir / spec.name
-        if same and path.is_file():
+        images = []
+        if spec.split == "train":
+            traj = trajectory(spec.action, cfg.num_frames, np.random.default_rng(spec.seed))  # as `render` draws it
+            for i in frame_choice(spec, traj, cfg.frames_per_video):
+                images.append((files.frame_dir / f"{path.stem}_{i:02d}.png", i))
+                frame_entries.append({"image": images[-1][0].name, "caption": frame_caption(spec, traj, i)})
+        if same and path.is_file() and all(image.is_file() for image, _ in images):
             continue
-        write_video(path, render(spec, cfg), fps=cfg.fps, gop=cfg.num_frames, crf=18)
-    for (task, split), entries in _annotations(specs).items():
+        frames = render(spec, cfg)
+        write_video(path, frames, fps=cfg.fps, gop=cfg.num_frames, crf=18)
+        for image, i in images:
+            Image.fromarray(frames[i]).save(image)
+    annotations = _annotations(specs)
+    annotations[("frames", "train")] = frame_entries
+    for (task, split), entries in annotations.items():
         files.annotation(task, split).write_text(json.dumps(entries, indent=1) + "\n")
     videos = [{**asdict(s), "captions": s.captions()} for s in specs]
     tmp = manifest.with_suffix(".json.tmp")

@@ -544,9 +544,12 @@ def add_temporal_modules(
     num_layers: int = 2,
     add_temporal_embed: bool = True,
     update_pooler_embed: bool = False,
+    embed_init_std: float = 0.0,
 ) -> SingularityBase:
     """The second-stage (paper Sec. 4) model: a single-frame model with temporal embeddings cut/zero-
-    extended to `num_frames` and a fresh temporal encoder of `num_layers` (same weights otherwise)."""
+    extended to `num_frames` and a fresh temporal encoder of `num_layers` (same weights otherwise).
+    `embed_init_std` > 0 (not the release) draws the untrained temporal embeddings from N(0, std) instead
+    of zeros, so frames are told apart from the first step."""
     config = SingularityConfig.from_dict(model.config.to_dict())
     config.temporal.update_pooler_embed = update_pooler_embed
     config.temporal.num_frames = num_frames
@@ -557,6 +560,8 @@ def add_temporal_modules(
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("temporal_vision_encoder.")}
     old = state.pop("temporal_embeddings")
     embed = torch.zeros(1, num_frames, 1, old.shape[-1], dtype=old.dtype)  # untrained slots start at zero
+    if embed_init_std > 0:
+        embed.normal_(0.0, embed_init_std)
     n = min(num_frames, old.shape[1])
     embed[:, :n] = old[:, :n]
     state["temporal_embeddings"] = embed

@@ -45,6 +45,7 @@ class TrainConfig:
     # second-stage temporal pre-training: add a temporal encoder of this depth (0: keep the model as is)
     temporal_layers: int = 0
     update_pooler_embed: bool = False  # with temporal_layers: the temporal encoder's frame CLS feeds ITC too
+    temporal_embed_init_std: float = 0.0  # with temporal_layers: N(0, std) for new temporal embeddings (0: zeros)
     num_frames: int = 1
     sample_type: str = "rand"
     num_frames_test: int = 4

@@ -119,7 +119,11 @@ class Trainer:
             from singularity_vl.models.singularity import add_temporal_modules
 
             model = add_temporal_modules(
-                model, max(cfg.num_frames, 1), cfg.temporal_layers, update_pooler_embed=cfg.update_pooler_embed
+                model,
+                max(cfg.num_frames, 1),
+                cfg.temporal_layers,
+                update_pooler_embed=cfg.update_pooler_embed,
+                embed_init_std=cfg.temporal_embed_init_std,
             )
         self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
