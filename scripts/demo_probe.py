@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from singularity_vl.data.annotations import load_retrieval_eval
 from singularity_vl.data.synthetic import ACTIONS, CorpusFiles
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.eval.retrieval import EncodedVideos
@@ -36,13 +34,9 @@ def encode_split(
     videos = json.loads((files.root / "corpus.json").read_text())["videos"]
     names = [v["name"] for v in videos if v["split"] == split]
     labels = torch.tensor([list(ACTIONS).index(v["action"]) for v in videos if v["split"] == split])
-    with tempfile.TemporaryDirectory() as tmp:
-        anno = Path(tmp) / "videos.json"
-        anno.write_text(json.dumps([{"video": n, "caption": "-"} for n in names]))
-        spec = [str(anno), str(files.video_dir), "video"]
-        media = load_retrieval_eval(spec).media
-        cfg = EvalConfig(test_file=spec, num_frames_test=frames, batch_size=32)
-        return encode_media(model, media, cfg, model.config.vision.image_size, progress=True), labels
+    media = [str(files.video_dir / n) for n in names]
+    cfg = EvalConfig(num_frames_test=frames, batch_size=32)
+    return encode_media(model, media, cfg, model.config.vision.image_size, progress=True), labels
 
 
 def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
