@@ -26,7 +26,11 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
         for k in ("t2v_r1", "t2v_r5", "v2t_r1", "v2t_r5"):
             assert 0.0 <= r[k] <= 100.0
         assert r["t2v_r1"] <= r["t2v_r5"]
-    assert set(report["summary"]) == set(tasks)
+    assert set(report["summary"]) == {*tasks, "checks"}
+    assert len(report["summary"]["checks"]) == 4 and all(
+        isinstance(v, bool) for v in report["summary"]["checks"].values()
+    )
+    assert all(r["checkpoint"].endswith(("template/final", "objects/final")) for r in rows)
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (out / "report.md").read_text()
@@ -35,4 +39,4 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
     assert "wrote" in printed and "report.json" in printed
     # a second run reuses every finished stage instead of training again
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("done before, reusing") == 3
+    assert capsys.readouterr().out.count("done before, reusing") == 5

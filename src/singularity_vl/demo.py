@@ -43,18 +43,19 @@ class DemoSettings:
     vision_layers: int = 4
     patch_size: int = 8
     # all six MiniLM layers are text-only (its [CLS] only becomes sentence-specific in the last one), then
-    # `fusion_layers` layers started from MiniLM's last ones add cross-attention to the video
+    # `fusion_layers` fresh layers add cross-attention to the video
     fusion_layers: int = 2
-    batch_size: int = 32
-    pretrain_epochs: float = 2
-    min_lr_multi: float = 1.0  # constant rate after warm-up: the schedule is too short to decay usefully
-    pretrain_lr: float = 1e-4
-    vision_lr: float = 1e-3  # the vision encoder starts from scratch: a higher rate than the text's
-    finetune_epochs: float = 1
-    finetune_lr: float = 1e-4
+    pretrain_batch_size: int = 32
+    pretrain_epochs: float = 2  # over the `frames` images (2 per training video)
+    min_lr_multi: float = 1.0  # constant rate after warm-up: the schedules are too short to decay usefully
+    lr: float = 1e-4  # MiniLM's layers
+    fresh_lr: float = 1e-3  # modules trained from scratch (vision, fusion, projections, temporal modules)
+    finetune_batch_size: int = 16
+    objects_epochs: float = 0.5  # label + static fine-tuning (the model evaluated on label and static)
+    template_epochs: float = 4  # template fine-tuning (the model evaluated on template)
     temporal_frames: int = 4
     temporal_layers: int = 2
-    temporal_lr: float = 1e-3
+    temporal_embed_init_std: float = 1.0  # the release starts them at zero (the ITM gradient then stalls)
     test_frames: tuple[int, ...] = (1, 4, 8)
     k_test: int = 16  # label / static candidates re-ranked per query (template: every video)
     max_steps: int = 0  # cap per training stage (0: the schedule), for tests
@@ -64,13 +65,14 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         return cls(
-            corpus=SyntheticConfig(train_per_action=8, test_per_action=3),
+            corpus=SyntheticConfig(train_per_action=8, test_per_action=3, frames_per_video=1),
             vision_width=64,
             vision_layers=2,
             fusion_layers=1,
-            batch_size=16,
+            pretrain_batch_size=16,
             pretrain_epochs=1,
-            finetune_epochs=1,
+            objects_epochs=1,
+            template_epochs=1,
             k_test=4,
         )
 
@@ -82,6 +84,9 @@ def model_config(s: DemoSettings) -> SingularityConfig:
     text = text_config_from_hf(minilm_dir())
     text.fusion_layer = text.num_layers
     text.num_layers += s.fusion_layers
+    # no dropout: a few hundred steps from scratch need no regularisation, and CPU attention with dropout
+    # leaves the fast SDPA kernel
+    text.hidden_dropout = text.attention_dropout = 0.0
     return SingularityConfig(
         task="pretrain",
         vision=VisionConfig(
@@ -92,6 +97,10 @@ def model_config(s: DemoSettings) -> SingularityConfig:
             num_heads=4,
             intermediate_size=2 * s.vision_width,
             drop_path_rate=0.0,
+            # where a token is (not the release's BEiT setting): the position captions of pre-training and
+            # every direction of motion need it (relative position bias alone says where tokens are
+            # relative to each other, not in the frame)
+            abs_pos_emb=True,
         ),
         text=text,
         embed_dim=128,
@@ -127,8 +136,14 @@ def _fusion_layer_names(model_dir: Path) -> list[str]:
     return [f"text_encoder.encoder.layer.{i}." for i in range(text.fusion_layer, text.num_layers)]
 
 
-def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
-    """Pre-train on single frames, then fine-tune the single-frame and the temporal model."""
+# which fine-tuned model answers which task: one fine-tuning per task family, as the paper fine-tunes
+# separately for SSv2-label and SSv2-template
+EVAL_MODEL = {"template": "template", "label": "objects", "static": "objects"}
+
+
+def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, dict[str, Path]]:
+    """Pre-train on single images, then fine-tune the single-frame and the temporal model, each once on
+    the object captions (label + static) and once on the template captions. Returns model -> run -> dir."""
     init = out / "init"
     if not (init / "model.safetensors").is_file():
         from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir
@@ -141,70 +156,82 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         layer_map = {i: i if i < bert_layers else None for i in range(config.text.num_layers)}
         init_from_hf(None, minilm_dir(), config=config, text_layer_map=layer_map).save_pretrained(init)
     fresh = [*FRESH_PARAMS, *_fusion_layer_names(init)]
-    bs = {"image": s.batch_size, "video": s.batch_size}
     common = dict(
+        task="pretrain",
         seed=seed,
-        batch_size=bs,
         crop_scale=[0.8, 1.0],
         max_txt_l=16,
         multi_video_gt=True,
         max_steps=s.max_steps,
         resume="auto",
     )
-    print("stage 1/3: single-frame pre-training (ITC + ITM + MLM) on the object captions")
+    # MiniLM's word embeddings (and the MLM decoder tied to them) stay as pre-trained: this small corpus
+    # has ~60 distinct words, and their dense gradient was ~12% of each step
+    optimizer = {"lr": s.lr, "different_lr_names": fresh, "different_lr": s.fresh_lr, "freeze": ["word_embeddings"]}
+    total = 1 + 2 * len(MODELS)
+    print(f"stage 1/{total}: pre-training on single images captioned with object and position (ITC + ITM + MLM)")
     pre = _train(
         out / "pretrain",
-        task="pretrain",
         model=str(init),
-        train_file=[files.train_spec("static")],  # what one frame shows, as image-text pre-training data
+        train_file=[files.frames_spec()],
         num_frames=1,
-        optimizer={"lr": s.pretrain_lr, "different_lr_names": fresh, "different_lr": s.vision_lr},
+        batch_size={"image": s.pretrain_batch_size, "video": s.pretrain_batch_size},
+        optimizer=optimizer,
         scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
         **common,
     )
-    tasks = [files.train_spec(t) for t in TASKS]
-    # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only): without
-    # it the fused [CLS] of this small from-scratch model collapses to a constant within ~10 steps and ITM
-    # falls back to its prior (measured; see the README)
-    finetune = dict(
-        task="pretrain",
-        model=str(pre),
-        train_file=tasks,
-        loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
-        scheduler={"epochs": s.finetune_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
-        **common,
-    )
-    print("stage 2/3: fine-tuning the single-frame model (1 random frame per video)")
-    single = _train(
-        out / "single_frame",
-        num_frames=1,
-        optimizer={"lr": s.finetune_lr, "different_lr_names": fresh, "different_lr": s.vision_lr},
-        **finetune,
-    )
-    print(f"stage 3/3: fine-tuning the temporal model ({s.temporal_frames} frames, temporal encoder)")
-    temporal = _train(
-        out / "temporal",
-        num_frames=s.temporal_frames,
-        temporal_layers=s.temporal_layers,
-        optimizer={
-            "lr": s.finetune_lr,
-            "different_lr_names": ["temporal_vision_encoder", "temporal_embeddings", *fresh],
-            "different_lr": s.temporal_lr,
-        },
-        **finetune,
-    )
-    return {"single_frame": single, "temporal": temporal}
+    runs = {
+        "objects": ([files.train_spec("label"), files.train_spec("static")], s.objects_epochs),
+        "template": ([files.train_spec("template")], s.template_epochs),
+    }
+    temporal_names = ["temporal_vision_encoder", "temporal_embeddings"]
+    models: dict[str, dict[str, Path]] = {m: {} for m in MODELS}
+    stage = 1
+    for name in MODELS:
+        temporal = name == "temporal"
+        for run, (train_file, epochs) in runs.items():
+            stage += 1
+            frames = f"{s.temporal_frames} frames, temporal encoder" if temporal else "1 random frame per video"
+            print(f"stage {stage}/{total}: fine-tuning the {name} model on the {run} captions ({frames})")
+            extra = (
+                dict(
+                    num_frames=s.temporal_frames,
+                    temporal_layers=s.temporal_layers,
+                    temporal_embed_init_std=s.temporal_embed_init_std,
+                    optimizer={**optimizer, "different_lr_names": [*temporal_names, *fresh]},
+                )
+                if temporal
+                else dict(num_frames=1, optimizer=optimizer)
+            )
+            # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only):
+            # without it the fused [CLS] of this small from-scratch model collapses to a constant within
+            # ~10 steps and ITM falls back to its prior (measured; see the README)
+            models[name][run] = _train(
+                out / name / run,
+                model=str(pre),
+                train_file=train_file,
+                batch_size={"image": s.finetune_batch_size, "video": s.finetune_batch_size},
+                loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
+                scheduler={"epochs": epochs, "warmup_epochs": 0.05, "min_lr_multi": s.min_lr_multi},
+                **extra,
+                **common,
+            )
+    return models
 
 
-def evaluate_models(files: CorpusFiles, models: dict[str, Path], s: DemoSettings) -> list[dict[str, Any]]:
+def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: DemoSettings) -> list[dict[str, Any]]:
     """Every (model, task, frames, ensemble): re-ranked retrieval recalls in both directions."""
     tokenizer = ReleaseTokenizer()
     rows = []
     jobs = [(m, t, f) for m in models for t in TASKS for f in s.test_frames]
     bar = tqdm(total=len(jobs), desc="evaluating", unit="setting")
-    for name, path in models.items():
-        model = SingularityBase.from_pretrained(path).eval()
+    for name, runs in models.items():
+        loaded: dict[str, SingularityBase] = {}
         for task in TASKS:
+            run = EVAL_MODEL[task]
+            if run not in loaded:
+                loaded[run] = SingularityBase.from_pretrained(runs[run]).eval()
+            model = loaded[run]
             ev = load_retrieval_eval(files.test_spec(task), multi_video_gt=True)
             texts = encode_text_list(model, tokenizer, ev.texts, 16)
             # template: 12 queries, so every video is re-ranked; label / static: the top k_test
@@ -233,6 +260,7 @@ def evaluate_models(files: CorpusFiles, models: dict[str, Path], s: DemoSettings
                             "r_mean": m["r_mean"],
                             "t2v_r1_dual_encoder": dual["img_r1"],
                             "v2t_r1_dual_encoder": dual["txt_r1"],
+                            "checkpoint": str(runs[run]),
                         }
                     )
                 bar.update(1)
@@ -245,19 +273,34 @@ def _find(rows: list[dict], **key: Any) -> dict:
 
 
 def summarise(rows: list[dict], chance: dict[str, float], s: DemoSettings) -> dict[str, Any]:
-    """The paper's comparison: the temporal model at its training frame count (concat) against the
-    single-frame model at its best setting (any frame count, any ensemble)."""
+    """The paper's comparison per task: the temporal model at its training frame count (`concat`) against
+    the single-frame model in the same setting, and against its best over every frame count and ensemble
+    (a maximum over 12 noisy numbers, so a stricter bar)."""
     out: dict[str, Any] = {}
     for task in TASKS:
-        temporal = _find(rows, model="temporal", task=task, frames=s.temporal_frames, ensemble="concat")["t2v_r1"]
-        single = max(r["t2v_r1"] for r in rows if r["model"] == "single_frame" and r["task"] == task)
+        key = dict(task=task, frames=s.temporal_frames, ensemble="concat")
+        temporal = _find(rows, model="temporal", **key)["t2v_r1"]
+        single = _find(rows, model="single_frame", **key)["t2v_r1"]
+        best = max(r["t2v_r1"] for r in rows if r["model"] == "single_frame" and r["task"] == task)
         out[task] = {
             "temporal_t2v_r1": temporal,
-            "single_frame_best_t2v_r1": single,
+            "single_frame_t2v_r1": single,
+            "single_frame_best_t2v_r1": best,
             "chance_t2v_r1": chance[task],
             "temporal_over_single": round(temporal / single, 3) if single else None,
+            "temporal_over_single_best": round(temporal / best, 3) if best else None,
             "temporal_over_chance": round(temporal / (100 * chance[task]), 3),
         }
+    t, st = out["template"], out["static"]
+    tol = 0.1  # recalls are rounded to 0.1: 4 of 12 queries (33.3) is exactly twice 2 of 12 (16.7)
+    out["checks"] = {
+        # the issue's criteria: template needs time, static does not
+        "template_temporal_at_least_2x_single_frame": t["temporal_t2v_r1"] >= 2 * t["single_frame_t2v_r1"] - tol,
+        "template_temporal_at_least_2x_single_frame_best": t["temporal_t2v_r1"]
+        >= 2 * t["single_frame_best_t2v_r1"] - tol,
+        "template_temporal_at_least_3x_chance": t["temporal_t2v_r1"] >= 3 * 100 * t["chance_t2v_r1"] - tol,
+        "static_single_frame_within_10_points": abs(st["temporal_t2v_r1"] - st["single_frame_t2v_r1"]) <= 10,
+    }
     return out
 
 
@@ -339,10 +382,14 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
     (out / "report.md").write_text(table + "\n")
     plot(rows, chance, out / "report.png")
     print(table)
-    for task, v in report["summary"].items():
+    for task in TASKS:
+        v = report["summary"][task]
         print(
-            f"{task}: temporal {v['temporal_t2v_r1']:.1f} vs single-frame (best) {v['single_frame_best_t2v_r1']:.1f}"
-            f" vs chance {100 * v['chance_t2v_r1']:.1f}"
+            f"{task}: t2v R@1 temporal {v['temporal_t2v_r1']:.1f} vs single-frame {v['single_frame_t2v_r1']:.1f}"
+            f" ({s.temporal_frames} frames, concat; single-frame best setting {v['single_frame_best_t2v_r1']:.1f})"
+            f", chance {100 * v['chance_t2v_r1']:.1f}"
         )
+    for check, ok in report["summary"]["checks"].items():
+        print(f"  {'yes' if ok else 'NO '} {check.replace('_', ' ')}")
     print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'report.png'} in {report['seconds']:.0f} s")
     return report

@@ -11,7 +11,13 @@ import torch
 from singularity_vl.models.config import tiny_config
 from singularity_vl.models.singularity import create_model
 from singularity_vl.train import checkpoint as ck
-from singularity_vl.train.optim import cosine_lambda, create_optimizer, create_scheduler, param_groups
+from singularity_vl.train.optim import (
+    cosine_lambda,
+    create_optimizer,
+    create_scheduler,
+    freeze_parameters,
+    param_groups,
+)
 
 
 def test_no_decay_on_biases_and_norms_but_on_temperature():
@@ -24,6 +30,24 @@ def test_no_decay_on_biases_and_norms_but_on_temperature():
     assert by_id[id(model.text_proj.weight)] == (0.02, 1e-4)
     assert by_id[id(model.itm_head.weight)] == (0.02, 1e-3) and by_id[id(model.itm_head.bias)] == (0.0, 1e-3)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_fused_adamw_matches_the_per_tensor_update():
+    torch.manual_seed(0)
+    model = create_model(tiny_config("retrieval"))
+    plain = create_model(tiny_config("retrieval"))
+    plain.load_state_dict(model.state_dict())
+    fused = create_optimizer(model, different_lr_names=["itm_head"], different_lr=1e-3)
+    assert fused.defaults["fused"]
+    groups = param_groups(plain, 1e-4, 0.02, ["itm_head"], 1e-3)
+    reference = torch.optim.AdamW(groups, lr=1e-4, weight_decay=0.02, foreach=False)
+    for _ in range(3):
+        for m, opt in ((model, fused), (plain, reference)):
+            for p in m.parameters():
+                p.grad = torch.ones_like(p) * 0.1 + p.detach() * 0.01
+            opt.step()
+    for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_cosine_schedule_with_warmup():
@@ -96,3 +120,23 @@ def test_keep_last_and_latest_skips_damaged(tmp_path, capsys):
     assert path.name == "ckpt_00000003" and state["step"] == 3
     assert "unreadable" in capsys.readouterr().out
     assert ck.latest_checkpoint(tmp_path / "none") is None
+
+
+def test_frozen_word_embeddings_stay_fixed_with_their_tied_mlm_decoder():
+    model = create_model(tiny_config("pretrain"))
+    words = model.text_encoder.embeddings.word_embeddings.weight
+    assert model.mlm_head.decoder.weight is words
+    assert freeze_parameters(model, ["word_embeddings"]) == 1
+    before = words.detach().clone()
+    opt = create_optimizer(model, lr=1e-2)
+    assert all(p is not words for g in opt.param_groups for p in g["params"])
+    model(
+        torch.randn(2, 1, 3, 64, 64),
+        torch.tensor([[101, 2000, 102], [101, 2001, 102]]),
+        torch.ones(2, 3, dtype=torch.long),
+        generator=torch.Generator().manual_seed(0),
+    ).loss.backward()
+    opt.step()
+    assert torch.equal(words, before) and words.grad is None
+    with pytest.raises(KeyError, match="no_such_module"):
+        freeze_parameters(model, ["no_such_module"])

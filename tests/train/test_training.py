@@ -108,6 +108,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, corpus):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def test_fractional_epochs_end_where_the_schedule_ends(tmp_path, corpus):
+    out = tmp_path / "run"
+    assert main(_args(corpus, out, "scheduler.epochs=1.5")) == 0  # 2 batches per epoch: 3 steps
+    assert len(_losses(out)) == 3
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+
+
 def test_bad_config_errors(tmp_path, capsys):
     assert main(["train", "train_file=[]"]) == 2
     assert "train_file is required" in capsys.readouterr().err

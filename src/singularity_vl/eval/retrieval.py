@@ -127,6 +127,29 @@ def video_match_scores(
 
 
 @torch.no_grad()
+def frame_match_scores(
+    model: SingularityRetrieval,
+    texts: EncodedTexts,
+    frame_tokens: torch.Tensor,
+    text_idx: torch.Tensor,
+    text_chunk: int = 256,
+) -> torch.Tensor:
+    """Match logits (n_texts, T) of each frame (T, L, D) of one video on its own, all frames in one
+    batch (the same numbers as one `video_match_scores` call per frame, a few times faster)."""
+    t = frame_tokens.shape[0]
+    kvs = model.cross_kvs(frame_tokens)  # per layer (T, nh, L, hd)
+    out = torch.zeros(len(text_idx), t)
+    step = max(1, text_chunk // t)
+    for start in range(0, len(text_idx), step):
+        idx = text_idx[start : start + step]
+        m = len(idx)
+        rows = [(k.repeat_interleave(m, 0), v.repeat_interleave(m, 0)) for k, v in kvs]  # frame-major rows
+        logits = model.match_logits(texts.tokens[idx].repeat(t, 1, 1), texts.mask[idx].repeat(t, 1), cross_kvs=rows)
+        out[start : start + m] = logits[:, 1].float().view(t, m).t()
+    return out
+
+
+@torch.no_grad()
 def video_ensemble_scores(
     model: SingularityRetrieval,
     texts: EncodedTexts,
@@ -143,8 +166,7 @@ def video_ensemble_scores(
         out["concat"] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
     late = [e for e in ensembles if e != "concat"]
     if late:
-        frames = videos.frame_tokens[v]  # (T, L, D)
-        per_frame = torch.stack([video_match_scores(model, texts, f, text_idx, text_chunk) for f in frames], -1)
+        per_frame = frame_match_scores(model, texts, videos.frame_tokens[v], text_idx, text_chunk)
         out.update({e: pool_frames(per_frame, e) for e in late})
     return out
 

@@ -18,6 +18,7 @@ class OptimizerConfig:
     max_grad_norm: float = -1.0  # <= 0: no clipping (release default)
     different_lr_names: list[str] = field(default_factory=list)  # e.g. [temporal_vision_encoder]
     different_lr: float | None = None
+    freeze: list[str] = field(default_factory=list)  # parameters whose names contain one of these stay fixed
 
 
 @dataclass

@@ -34,7 +34,7 @@ from singularity_vl.models.precision import autocast, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
 from singularity_vl.train import checkpoint as ck
 from singularity_vl.train.config import TrainConfig, to_yaml
-from singularity_vl.train.optim import create_optimizer, create_scheduler
+from singularity_vl.train.optim import create_optimizer, create_scheduler, freeze_parameters
 
 
 class EpochSampler(Sampler[int]):
@@ -126,6 +126,7 @@ class Trainer:
                 embed_init_std=cfg.temporal_embed_init_std,
             )
         self.model = model.to(self.device)
+        freeze_parameters(self.model, cfg.optimizer.freeze)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
         res = self.model.config.vision.image_size
@@ -199,8 +200,13 @@ class Trainer:
         return sum(s.num_batches() for s in self.samplers.values())
 
     def order(self, epoch: int) -> list[str]:
-        """Media type of each step of `epoch` (the release's MetaLoader: shuffled by batch counts)."""
-        return mixed_order({n: s.num_batches() for n, s in self.samplers.items()}, self.cfg.seed + epoch)
+        """Media type of each step of `epoch` (the release's MetaLoader: shuffled by batch counts); a
+        fractional `scheduler.epochs` ends its last epoch part-way, where the schedule ends."""
+        steps = mixed_order({n: s.num_batches() for n, s in self.samplers.items()}, self.cfg.seed + epoch)
+        epochs = self.cfg.scheduler.epochs
+        if epoch == math.ceil(epochs) - 1 and epochs % 1:
+            steps = steps[: max(1, math.ceil(len(steps) * (epochs % 1)))]
+        return steps
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
