@@ -23,7 +23,7 @@ from singularity_vl.data.annotations import load_retrieval_eval
 from singularity_vl.data.synthetic import TASKS, CorpusFiles, SyntheticConfig, chance_t2v_r1, generate_corpus
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.eval.metrics import retrieval_metrics
-from singularity_vl.eval.retrieval import rerank_ensembles
+from singularity_vl.eval.retrieval import EncodedVideos, rerank_ensembles
 from singularity_vl.eval.run import EvalConfig, encode_media, encode_text_list
 from singularity_vl.models.config import SingularityConfig, VisionConfig
 from singularity_vl.models.losses import ENSEMBLES
@@ -227,6 +227,8 @@ def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: D
     bar = tqdm(total=len(jobs), desc="evaluating", unit="setting")
     for name, runs in models.items():
         loaded: dict[str, SingularityBase] = {}
+        # label and static share one model and the same test videos (in another order): encode them once
+        encoded: dict[tuple[str, int], tuple[dict[str, int], EncodedVideos]] = {}
         for task in TASKS:
             run = EVAL_MODEL[task]
             if run not in loaded:
@@ -237,8 +239,13 @@ def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: D
             # template: 12 queries, so every video is re-ranked; label / static: the top k_test
             k = max(len(ev.texts), len(ev.media)) if task == "template" else s.k_test
             for frames in s.test_frames:
-                test = EvalConfig(test_file=files.test_spec(task), num_frames_test=frames, batch_size=32)
-                videos = encode_media(model, ev.media, test, model.config.vision.image_size, progress=False)
+                if (run, frames) not in encoded:
+                    test = EvalConfig(test_file=files.test_spec(task), num_frames_test=frames, batch_size=32)
+                    videos = encode_media(model, ev.media, test, model.config.vision.image_size, progress=False)
+                    encoded[run, frames] = ({m: i for i, m in enumerate(ev.media)}, videos)
+                index, all_videos = encoded[run, frames]
+                idx = torch.tensor([index[m] for m in ev.media])
+                videos = EncodedVideos(all_videos.tokens[idx], all_videos.frame_tokens[idx], all_videos.feats[idx])
                 scores = rerank_ensembles(model, texts, videos, k_test=k)
                 first = scores[ENSEMBLES[0]]  # dual-encoder scores are the same for every ensemble
                 dual = retrieval_metrics(first.v2t_emb, first.t2v_emb, ev.text_to_media, ev.media_to_text)
