@@ -47,17 +47,21 @@ class DemoSettings:
     fusion_layers: int = 2
     pretrain_batch_size: int = 32
     pretrain_epochs: float = 2  # over the `frames` images (2 per training video)
-    min_lr_multi: float = 1.0  # constant rate after warm-up: the schedules are too short to decay usefully
+    min_lr_multi: float = 1.0  # pre-training: constant rate after warm-up (fine-tuning continues from it)
+    # fine-tuning: cosine decay to this fraction, so the evaluated weights come from a settled end of training
+    # rather than a step at full rate (at a constant rate, a loss spike 30 steps before the end of a
+    # template run once undid most of what ITM had learnt)
+    finetune_min_lr_multi: float = 0.1
     lr: float = 1e-4  # MiniLM's layers
     fresh_lr: float = 1e-3  # modules trained from scratch (vision, fusion, projections, temporal modules)
     finetune_batch_size: int = 16
     objects_epochs: float = 0.5  # label + static fine-tuning (the model evaluated on label and static)
-    template_epochs: float = 4  # template fine-tuning (the model evaluated on template)
+    template_epochs: float = 5  # template fine-tuning (the model evaluated on template)
     temporal_frames: int = 4
     temporal_layers: int = 2
     temporal_embed_init_std: float = 1.0  # the release starts them at zero (the ITM gradient then stalls)
     test_frames: tuple[int, ...] = (1, 4, 8)
-    k_test: int = 16  # label / static candidates re-ranked per query (template: every video)
+    k_test: int = 8  # label / static candidates re-ranked per query (template: every video)
     max_steps: int = 0  # cap per training stage (0: the schedule), for tests
     itm_hard_negatives: bool = False
     finetune_mlm_weight: float = 1.0  # 0: the release's fine-tuning losses (ITC + ITM)
@@ -212,7 +216,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
                 train_file=train_file,
                 batch_size={"image": s.finetune_batch_size, "video": s.finetune_batch_size},
                 loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
-                scheduler={"epochs": epochs, "warmup_epochs": 0.05, "min_lr_multi": s.min_lr_multi},
+                scheduler={"epochs": epochs, "warmup_epochs": 0.05, "min_lr_multi": s.finetune_min_lr_multi},
                 **extra,
                 **common,
             )

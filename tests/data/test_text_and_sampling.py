@@ -87,3 +87,13 @@ def test_tokenizer_never_appends_sep(tokenizer):
     assert (out["input_ids"] != tokenizer.sep_token_id).all()
     assert out["input_ids"][0, 0] == tokenizer.cls_token_id
     assert out["attention_mask"].sum(1).tolist() == [3, 4]
+
+
+def test_tokenizer_pads_to_longest_on_request(tokenizer):
+    full = tokenizer(["a cat", "a dog runs", "one two three four five six seven"], 6)
+    short = tokenizer(["a cat", "a dog runs"], 6, pad_to_longest=True)
+    assert full["input_ids"].shape == (3, 6)  # the release: always max_length (truncated)
+    assert short["input_ids"].shape == (2, 4)  # [CLS] a dog runs
+    assert torch.equal(short["input_ids"], full["input_ids"][:2, :4])
+    assert torch.equal(short["attention_mask"], full["attention_mask"][:2, :4])
+    assert tokenizer(["one two three four five six seven"], 6, pad_to_longest=True)["input_ids"].shape == (1, 6)

@@ -365,3 +365,27 @@ def test_update_pooler_embed_feeds_temporal_cls_to_itc():
         )
         single = on_model.encode_video(video[:, :1])  # one frame: no temporal encoder, BEiT's pooled vector
         torch.testing.assert_close(single.pooled, pooled[:, :1])
+
+
+def test_padding_to_longest_same_losses_and_gradients():
+    """Training on texts padded to the batch's longest (our default) gives the release's losses and
+    gradients from texts padded to max_txt_l, given the same MLM draws on the real positions."""
+    cfg = tiny_config("pretrain")
+    cfg.text.attention_dropout = cfg.text.hidden_dropout = 0.0
+    torch.manual_seed(0)
+    model = create_model(cfg).train()
+    video, ids, mask = _batch(cfg)
+    ids[:, 6:], mask[:, 6:] = 0, 0  # longest text: 6 tokens of 8
+    draws = losses.draw_mask(ids.shape, cfg.text.vocab_size, cfg.mlm_prob, torch.Generator().manual_seed(1))
+    short = losses.MaskDraws(*(getattr(draws, f)[:, :6] for f in ("mask", "replace", "random", "random_words")))
+    results = []
+    for i, m, d in ((ids, mask, draws), (ids[:, :6], mask[:, :6], short)):
+        model.zero_grad()
+        out = model(video, i, m, generator=torch.Generator().manual_seed(3), mlm_draws=d)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.loss_itc.detach(), out.loss_itm.detach(), out.loss_mlm.detach(), grads))
+    for a, b in zip(results[0][:3], results[1][:3], strict=True):
+        torch.testing.assert_close(a, b)
+    for name, grad in results[0][3].items():
+        torch.testing.assert_close(grad, results[1][3][name], rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")

@@ -178,15 +178,16 @@ def _drop_failed(batch: list[dict | None]) -> tuple[list[dict], int]:
 class CaptionCollator:
     """Stack videos, tokenise captions the release's way; failed items dropped and counted."""
 
-    def __init__(self, tokenizer: ReleaseTokenizer, max_length: int = 32) -> None:
+    def __init__(self, tokenizer: ReleaseTokenizer, max_length: int = 32, pad_to_longest: bool = False) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.pad_to_longest = pad_to_longest
 
     def __call__(self, batch: list[dict | None]) -> dict[str, Any]:
         kept, skipped = _drop_failed(batch)
         if not kept:
             return {"skipped": skipped, "size": 0}
-        text = self.tokenizer([b["caption"] for b in kept], self.max_length)
+        text = self.tokenizer([b["caption"] for b in kept], self.max_length, self.pad_to_longest)
         return {
             "video": torch.stack([b["video"] for b in kept]),
             "input_ids": text["input_ids"],
@@ -201,19 +202,27 @@ class CaptionCollator:
 class QACollator:
     """Questions (max_q_len) and `answer + " [SEP]"` (max_a_len), answers flattened with per-question counts."""
 
-    def __init__(self, tokenizer: ReleaseTokenizer, max_q_len: int = 25, max_a_len: int = 5, eos: str = "[SEP]"):
+    def __init__(
+        self,
+        tokenizer: ReleaseTokenizer,
+        max_q_len: int = 25,
+        max_a_len: int = 5,
+        eos: str = "[SEP]",
+        pad_to_longest: bool = False,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_q_len = max_q_len
         self.max_a_len = max_a_len
         self.eos = eos
+        self.pad_to_longest = pad_to_longest
 
     def __call__(self, batch: list[dict | None]) -> dict[str, Any]:
         kept, skipped = _drop_failed(batch)
         if not kept:
             return {"skipped": skipped, "size": 0}
-        q = self.tokenizer([b["question"] for b in kept], self.max_q_len)
+        q = self.tokenizer([b["question"] for b in kept], self.max_q_len, self.pad_to_longest)
         answers = [f"{a} {self.eos}" for b in kept for a in b["answers"]]
-        a = self.tokenizer(answers, self.max_a_len)
+        a = self.tokenizer(answers, self.max_a_len, self.pad_to_longest)
         return {
             "video": torch.stack([b["video"] for b in kept]),
             "question_ids": q["input_ids"],

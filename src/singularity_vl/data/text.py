@@ -58,12 +58,15 @@ class ReleaseTokenizer:
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         return [self.cls_token_id] + ids[: max_length - 1]
 
-    def __call__(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-        """Padded to `max_length`: {"input_ids", "attention_mask"} (B, max_length) int64."""
-        ids = torch.full((len(texts), max_length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), max_length), dtype=torch.long)
-        for row, text in enumerate(texts):
-            enc = self.encode(text, max_length)
+    def __call__(self, texts: list[str], max_length: int, pad_to_longest: bool = False) -> dict[str, torch.Tensor]:
+        """{"input_ids", "attention_mask"} (B, L) int64, truncated to `max_length` tokens and padded to
+        L = `max_length` (the release) or, with `pad_to_longest`, to the longest text of the batch: the
+        same attention and losses, fewer padded positions to compute."""
+        encoded = [self.encode(text, max_length) for text in texts]
+        length = max((len(e) for e in encoded), default=1) if pad_to_longest else max_length
+        ids = torch.full((len(texts), length), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(texts), length), dtype=torch.long)
+        for row, enc in enumerate(encoded):
             ids[row, : len(enc)] = torch.tensor(enc)
             mask[row, : len(enc)] = 1
         return {"input_ids": ids, "attention_mask": mask}

@@ -102,11 +102,16 @@ def encode_media(model, media: list, cfg: EvalConfig, image_res: int, progress: 
     return EncodedVideos(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "frame_tokens", "feats")))
 
 
-def encode_text_list(model, tokenizer, texts: list[str], max_len: int, batch: int = 256) -> EncodedTexts:
+def encode_text_list(
+    model, tokenizer, texts: list[str], max_len: int, batch: int = 256, pad_to_longest: bool = True
+) -> EncodedTexts:
+    """Text tokens, masks and features of `texts`; padded to the longest text (the release pads to
+    `max_len`: the same scores, more padded positions in every re-ranking pass)."""
+    enc = tokenizer(texts, max_len, pad_to_longest)
     parts = []
     for start in range(0, len(texts), batch):
-        enc = tokenizer(texts[start : start + batch], max_len)
-        parts.append(encode_texts(model, enc["input_ids"], enc["attention_mask"]))
+        sl = slice(start, start + batch)
+        parts.append(encode_texts(model, enc["input_ids"][sl], enc["attention_mask"][sl]))
     return EncodedTexts(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "mask", "feats")))
 
 

@@ -52,6 +52,9 @@ class TrainConfig:
     num_frames_test: int = 4
     sample_type_test: str = "middle"
     max_txt_l: int = 32
+    # pad each batch's texts to its longest (not the release's `max_txt_l`): the same losses on fewer
+    # positions (the MLM draws differ in shape only); False reproduces the release's padding
+    pad_to_longest: bool = True
     batch_size: dict[str, int] = field(default_factory=lambda: {"image": 128, "video": 96})
     batch_size_test: int = 64
     k_test: int = 128

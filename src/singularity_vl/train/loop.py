@@ -190,11 +190,12 @@ class Trainer:
             if cfg.task == "qa":
                 items = [it for spec in specs for it in load_qa(spec)]
                 ds = QATrainDataset(items, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
-                yield media_type, ds, QACollator(self.tokenizer, cfg.max_q_len, cfg.max_a_len)
+                collate = QACollator(self.tokenizer, cfg.max_q_len, cfg.max_a_len, pad_to_longest=cfg.pad_to_longest)
+                yield media_type, ds, collate
             else:
                 samples = load_caption_corpora(specs, multi_video_gt=cfg.multi_video_gt, paragraph=cfg.paragraph)
                 ds = CaptionTrainDataset(samples, transform, cfg.num_frames, cfg.sample_type, cfg.seed)
-                yield media_type, ds, CaptionCollator(self.tokenizer, cfg.max_txt_l)
+                yield media_type, ds, CaptionCollator(self.tokenizer, cfg.max_txt_l, cfg.pad_to_longest)
 
     def steps_in_epoch(self) -> int:
         return sum(s.num_batches() for s in self.samplers.values())
@@ -363,7 +364,7 @@ class Trainer:
         if cfg.optimizer.max_grad_norm > 0:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optimizer.max_grad_norm)
+            values["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optimizer.max_grad_norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
