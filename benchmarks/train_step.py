@@ -1,10 +1,12 @@
 """Training steps per second (ITC+ITM+MLM, 1 frame, AdamW step included), same model, same run:
 
 - `fp32_eager`: the plain path: fp32, explicit softmax(QK^T) attention, the release's loss procedure
-  (every ITM pair re-projects its video through the fusion layers' key/value weights; full MLM logits);
+  (every ITM pair re-projects its video through the fusion layers' key/value weights; full MLM logits)
+  and the release's optimizer (`torch.optim.AdamW`, which on CPU updates one tensor at a time);
 - `default`: ours: SDPA attention, mixed precision `auto` (bf16 autocast where the CPU runs bf16 natively,
   i.e. AMX or AVX512-BF16; fp32 elsewhere, where PyTorch's bf16 GEMM is ~100x slower), shared video
-  keys/values and MLM logits only at masked positions (same numbers; see tests);
+  keys/values and MLM logits only at masked positions (same numbers; see tests), and the trainer's
+  optimizer (`create_optimizer`: the same AdamW update in PyTorch's fused kernel);
 - `bf16` (optional, `--with-bf16`): the default path with bf16 autocast forced.
 
     python benchmarks/train_step.py [--sizes tiny base] [--steps 3] [--with-bf16] [--json FILE]
@@ -23,12 +25,13 @@ import torch
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, cpu_has_native_bf16, resolve_precision
 from singularity_vl.models.singularity import create_model
+from singularity_vl.train.optim import create_optimizer, param_groups
 
 BATCH = {"tiny": 16, "base": 8}
 PATHS = {
-    "fp32_eager": dict(attn="eager", precision="fp32", fast_losses=False),
-    "default": dict(attn="sdpa", precision="auto", fast_losses=True),
-    "bf16": dict(attn="sdpa", precision="bf16", fast_losses=True),
+    "fp32_eager": dict(attn="eager", precision="fp32", fast_losses=False, fused_adamw=False),
+    "default": dict(attn="sdpa", precision="auto", fast_losses=True, fused_adamw=True),
+    "bf16": dict(attn="sdpa", precision="bf16", fast_losses=True, fused_adamw=True),
 }
 
 
@@ -51,7 +54,10 @@ def time_steps(size: str, path: str, steps: int, warmup: int = 1) -> float:
     cfg.attn_implementation = spec["attn"]
     cfg.fast_losses = spec["fast_losses"]
     model = create_model(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if spec["fused_adamw"]:
+        opt = create_optimizer(model, lr=1e-5)
+    else:
+        opt = torch.optim.AdamW(param_groups(model, 1e-5, 0.02), lr=1e-5, foreach=False)
     gen = torch.Generator().manual_seed(0)
     video, ids, mask = _batch(cfg, BATCH[size], gen)
     times = []

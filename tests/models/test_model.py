@@ -389,3 +389,31 @@ def test_padding_to_longest_same_losses_and_gradients():
         torch.testing.assert_close(a, b)
     for name, grad in results[0][3].items():
         torch.testing.assert_close(grad, results[1][3][name], rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_itm_reversed_negatives():
+    """Each text against its own video played backwards is one more ITM negative (fast and release
+    loss paths agree); a 1-frame video has no reverse, so nothing is added."""
+    cfg = tiny_config("retrieval", temporal=True)
+    cfg.text.attention_dropout = cfg.text.hidden_dropout = 0.0
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg, frames=4)
+    negatives = (torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1]))
+    outs = []
+    for fast in (True, False):
+        model.config.fast_losses = fast
+        outs.append(model(video, ids, mask, itm_negatives=negatives, itm_reversed_negatives=True))
+    assert outs[0].itm_logits.shape == (4 * B, 2)
+    torch.testing.assert_close(outs[0].itm_logits, outs[1].itm_logits, rtol=1e-4, atol=1e-5)
+    text_tokens, _ = model.encode_text(ids, mask)
+    reversed_video = model.encode_video(video.flip(1)).tokens
+    torch.testing.assert_close(
+        outs[0].itm_logits[3 * B :], model.match_logits(text_tokens, mask, reversed_video), rtol=1e-4, atol=1e-5
+    )
+    labels = torch.tensor([1] * B + [0] * 3 * B)
+    torch.testing.assert_close(outs[0].loss_itm, torch.nn.functional.cross_entropy(outs[0].itm_logits, labels))
+    plain = model(video, ids, mask, itm_negatives=negatives)
+    torch.testing.assert_close(outs[0].itm_logits[: 3 * B], plain.itm_logits, rtol=1e-4, atol=1e-5)
+    one_frame = model(video[:, :1], ids, mask, itm_negatives=negatives, itm_reversed_negatives=True)
+    assert one_frame.itm_logits.shape == (3 * B, 2)

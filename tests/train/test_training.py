@@ -226,6 +226,8 @@ def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colo
                 "compile_backend=eager",
                 "batch_size.video=2",
                 "checkpoint_every=1",
+                "num_frames=2",
+                "itm_reversed_negatives=true",
             )
         )
         == 0
@@ -233,6 +235,7 @@ def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colo
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert len(steps) == 2 and all(r["loss"] == r["loss"] for r in steps)  # 4 batches / accumulation 2
+    assert all(r["grad_norm"] > 0 for r in steps)  # logged when clipping
     assert len(list(out.glob("ckpt_*"))) == 2
     compiled = tmp_path / "compiled"  # torch.compile wiring (the eager backend keeps the test fast)
     assert main(_args(colours, compiled, "scheduler.epochs=1", "compile=true", "compile_backend=eager")) == 0

@@ -280,26 +280,39 @@ class SingularityRetrieval(SingularityBase):
         generator: torch.Generator | None = None,
         negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
         video_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        reversed_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ITM over [positives; (text, neg video); (neg text, video)]; returns (loss, logits).
-        With `video_kvs` (from `cross_kvs`) the videos are not re-projected for each pair."""
+        """ITM over [positives; (text, neg video); (neg text, video)] and, given `reversed_tokens` (each
+        video's fusion tokens with its frames in reverse order), [(text, its reversed video)] as further
+        negatives; returns (loss, logits). With `video_kvs` (from `cross_kvs`) the videos are not
+        re-projected for each pair."""
         if negatives is None:
             w_t2v, w_v2t = losses.hard_negative_weights(sim_v2t, video_ids, self.config.itm_hard_neg)
             negatives = losses.draw_negatives(w_t2v, w_v2t, generator)
         neg_video, neg_text = negatives
         b = text_tokens.shape[0]
-        text_all = torch.cat([text_tokens, text_tokens, text_tokens[neg_text]], 0)
-        mask_all = torch.cat([text_mask, text_mask, text_mask[neg_text]], 0)
+        texts, masks = [text_tokens, text_tokens, text_tokens[neg_text]], [text_mask, text_mask, text_mask[neg_text]]
+        if reversed_tokens is not None:
+            texts.append(text_tokens)
+            masks.append(text_mask)
+        text_all, mask_all = torch.cat(texts, 0), torch.cat(masks, 0)
         if video_kvs is not None:
             order = torch.cat(
                 [torch.arange(b, device=neg_video.device), neg_video, torch.arange(b, device=neg_video.device)]
             )
             kvs = [(k[order], v[order]) for k, v in video_kvs]
+            if reversed_tokens is not None:
+                kvs = [
+                    (torch.cat([k, rk]), torch.cat([v, rv]))
+                    for (k, v), (rk, rv) in zip(kvs, self.cross_kvs(reversed_tokens), strict=True)
+                ]
             logits = self.match_logits(text_all, mask_all, cross_kvs=kvs)
         else:
-            video_all = torch.cat([video_tokens, video_tokens[neg_video], video_tokens], 0)
-            logits = self.match_logits(text_all, mask_all, video_all)
-        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
+            videos = [video_tokens, video_tokens[neg_video], video_tokens]
+            if reversed_tokens is not None:
+                videos.append(reversed_tokens)
+            logits = self.match_logits(text_all, mask_all, torch.cat(videos, 0))
+        labels = torch.cat([torch.ones(b), torch.zeros(len(text_all) - b)]).long().to(logits.device)
         return F.cross_entropy(logits.float(), labels), logits
 
     def mlm_loss(
@@ -335,12 +348,16 @@ class SingularityRetrieval(SingularityBase):
         mlm_draws: losses.MaskDraws | None = None,
         loss_weights: dict[str, float] | None = None,
         itc_gather: bool = False,
+        itm_reversed_negatives: bool = False,
     ) -> SingularityOutput:
         """Training losses of the release: ITC + ITM (+ MLM when pre-training). Random draws come from
         `generator`, or are pinned by `itm_negatives` (neg video per text, neg text per video) and
         `mlm_draws`. `video_ids` marks samples of the same video (soft ITC targets, never negatives).
         `itc_gather`: contrast against the whole global batch under torch.distributed (off by default, as
-        the release: its ITC and ITM use the local batch only; ITM stays local either way)."""
+        the release: its ITC and ITM use the local batch only; ITM stays local either way).
+        `itm_reversed_negatives` (not in the release; multi-frame videos only) adds each text paired with
+        its own video played backwards as an ITM negative: right only where every caption names an event
+        whose reverse is another event (moves left / right), never for static captions."""
         w = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, **(loss_weights or {})}
         self.clamp_temperature()
         enc = self.encode_video(video)
@@ -357,8 +374,19 @@ class SingularityRetrieval(SingularityBase):
         else:
             loss_itc = losses.itc_loss(sim_v2t.float(), video_ids)
         video_kvs = self.cross_kvs(enc.tokens) if self.config.fast_losses else None
+        reversed_tokens = None
+        if itm_reversed_negatives and enc.frame_tokens.shape[1] > 1:
+            reversed_tokens = self.fuse_frames(enc.frame_tokens.flip(1))
         loss_itm, itm_logits = self.itm_loss(
-            sim_v2t, text_tokens, attention_mask, enc.tokens, video_ids, generator, itm_negatives, video_kvs
+            sim_v2t,
+            text_tokens,
+            attention_mask,
+            enc.tokens,
+            video_ids,
+            generator,
+            itm_negatives,
+            video_kvs,
+            reversed_tokens,
         )
         loss = w["itc"] * loss_itc + w["itm"] * loss_itm
         loss_mlm = None

@@ -70,6 +70,9 @@ class TrainConfig:
     compile_backend: str = "inductor"
     tensorboard: bool = False  # also write scalars to output_dir/tensorboard (needs the tensorboard package)
     itc_gather: bool = False
+    # each text with its own video played backwards as a further ITM negative (multi-frame training only;
+    # only for captions whose reversed event is another event, e.g. SSv2-template-like "moves to the left")
+    itm_reversed_negatives: bool = False
     seed: int = 42
     num_workers: int = 2
     resume: str | None = "auto"  # auto: newest good checkpoint in output_dir; empty: fresh; or a checkpoint path

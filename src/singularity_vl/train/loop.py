@@ -353,7 +353,15 @@ class Trainer:
             else:
                 ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
                 vid = batch["video_ids"].to(self.device)
-                out = self.ddp(video, ids, mask, vid, loss_weights=cfg.loss_weight, itc_gather=cfg.itc_gather)
+                out = self.ddp(
+                    video,
+                    ids,
+                    mask,
+                    vid,
+                    loss_weights=cfg.loss_weight,
+                    itc_gather=cfg.itc_gather,
+                    itm_reversed_negatives=cfg.itm_reversed_negatives,
+                )
                 values = {"loss": out.loss, "loss_itc": out.loss_itc, "loss_itm": out.loss_itm}
                 if out.loss_mlm is not None:
                     values["loss_mlm"] = out.loss_mlm
