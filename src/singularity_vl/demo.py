@@ -146,8 +146,9 @@ EVAL_MODEL = {"template": "template", "label": "objects", "static": "objects"}
 
 
 def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, dict[str, Path]]:
-    """Pre-train on single images, then fine-tune the single-frame and the temporal model, each once on
-    the object captions (label + static) and once on the template captions. Returns model -> run -> dir."""
+    """Pre-train on single images, then fine-tune the single-frame and the temporal model, each on the
+    object captions (label + static) and then, continuing from that, on the template captions. Returns
+    model -> run -> dir."""
     init = out / "init"
     if not (init / "model.safetensors").is_file():
         from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir
@@ -185,15 +186,16 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         **common,
     )
     runs = {
-        "objects": ([files.train_spec("label"), files.train_spec("static")], s.objects_epochs),
-        "template": ([files.train_spec("template")], s.template_epochs),
+        # run -> (train files, epochs, the run it continues from: None for the pre-trained model)
+        "objects": ([files.train_spec("label"), files.train_spec("static")], s.objects_epochs, None),
+        "template": ([files.train_spec("template")], s.template_epochs, "objects"),
     }
     temporal_names = ["temporal_vision_encoder", "temporal_embeddings"]
     models: dict[str, dict[str, Path]] = {m: {} for m in MODELS}
     stage = 1
     for name in MODELS:
         temporal = name == "temporal"
-        for run, (train_file, epochs) in runs.items():
+        for run, (train_file, epochs, after) in runs.items():
             stage += 1
             frames = f"{s.temporal_frames} frames, temporal encoder" if temporal else "1 random frame per video"
             print(f"stage {stage}/{total}: fine-tuning the {name} model on the {run} captions ({frames})")
@@ -216,7 +218,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
                 # label captions name the motion together with the object): from the pre-trained model,
                 # seed 1's temporal template ITM never left its prior; from the objects model it did
                 # (measured, 300 steps: per-query AUC 0.81)
-                model=str(models[name]["objects"] if run == "template" else pre),
+                model=str(models[name][after] if after else pre),
                 train_file=train_file,
                 batch_size={"image": s.finetune_batch_size, "video": s.finetune_batch_size},
                 loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
