@@ -304,6 +304,27 @@ def test_fast_losses_same_loss_and_gradients():
         torch.testing.assert_close(grads[0][1][name], grads[1][1][name], rtol=1e-4, atol=1e-6)
 
 
+def test_match_logits_cls_only_equals_full_last_layer():
+    """ITM's [CLS]-only last fusion layer gives the full layer's logits: padded texts, cached K/V, one
+    video's K/V shared by several texts, and a causal-free batch of one."""
+    cfg = tiny_config("retrieval")
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg, frames=2)
+    with torch.no_grad():
+        tokens, _ = model.encode_text(ids, mask)
+        vt = model.encode_video(video).tokens
+        full = model.match_logits(tokens, mask, vt, cls_only=False)
+        torch.testing.assert_close(model.match_logits(tokens, mask, vt), full, rtol=1e-5, atol=1e-6)
+        kvs = model.cross_kvs(vt)
+        torch.testing.assert_close(model.match_logits(tokens, mask, cross_kvs=kvs), full, rtol=1e-5, atol=1e-6)
+        one = model.cross_kvs(vt[:1])
+        shared = model.match_logits(tokens, mask, cross_kvs=one)
+        torch.testing.assert_close(shared, model.match_logits(tokens, mask, vt[:1].expand_as(vt), cls_only=False))
+        torch.testing.assert_close(model.match_logits(tokens[:1], mask[:1], vt[:1]), full[:1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(full[0], full[1])  # the rows differ: the comparison is not vacuous
+
+
 def test_auto_precision_follows_hardware():
     from singularity_vl.models import precision
 

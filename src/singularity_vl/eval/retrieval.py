@@ -64,12 +64,13 @@ def pair_match_scores(
     """ITM match logit (class 1) of each (text_idx[i], video_idx[i]) pair; late fusion pools per frame."""
     t_tokens, t_mask = texts.tokens[text_idx], texts.mask[text_idx]
     if ensemble == "concat":
-        return model.match_logits(t_tokens, t_mask, videos.tokens[video_idx])[:, 1]
+        return model.match_logits(t_tokens, t_mask, videos.tokens[video_idx], cls_only=False)[:, 1]
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     frames = videos.frame_tokens[video_idx]  # (N, T, L, D)
     per_frame = torch.stack(
-        [model.match_logits(t_tokens, t_mask, frames[:, f])[:, 1] for f in range(frames.shape[1])], -1
+        [model.match_logits(t_tokens, t_mask, frames[:, f], cls_only=False)[:, 1] for f in range(frames.shape[1])],
+        -1,
     )
     return pool_frames(per_frame, ensemble)
 

@@ -158,6 +158,13 @@ class BertAttention(nn.Module):
     def forward(self, hidden_states, bias=None, kv_states=None, kv=None) -> torch.Tensor:
         return self.output(self.self(hidden_states, bias, kv_states, kv), hidden_states)
 
+    def first_token(self, hidden_states: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention output of the first position only (B, 1, H): its query against every key."""
+        first = hidden_states[:, :1]
+        if bias is not None:
+            bias = bias[..., :1, :]
+        return self.output(self.self(first, bias, kv_states=hidden_states), first)
+
 
 class BertIntermediate(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
@@ -200,8 +207,14 @@ class BertLayer(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         cross_bias: torch.Tensor | None = None,
         cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        first_only: bool = False,
     ) -> torch.Tensor:
-        hidden_states = self.attention(hidden_states, self_bias)
+        """(B, L, H); with `first_only`, (B, 1, H): the first position ([CLS]) alone, the same numbers
+        as the full layer's first row (no other position reads it within the layer)."""
+        if first_only:
+            hidden_states = self.attention.first_token(hidden_states, self_bias)
+        else:
+            hidden_states = self.attention(hidden_states, self_bias)
         if self.has_cross_attention:
             if encoder_hidden_states is None and cross_kv is None:
                 raise ValueError("a fusion layer needs encoder_hidden_states (the video tokens)")
@@ -235,16 +248,16 @@ class BertEncoder(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         cross_bias: torch.Tensor | None = None,
         cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        cls_only: bool = False,
     ) -> torch.Tensor:
         for i in range(start, stop):
             layer = self.layer[i]
             kv = cross_kvs[i - start] if cross_kvs is not None else None
+            args = (hidden_states, self_bias, encoder_hidden_states, cross_bias, kv, cls_only and i == stop - 1)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden_states = checkpoint(
-                    layer, hidden_states, self_bias, encoder_hidden_states, cross_bias, kv, use_reentrant=False
-                )
+                hidden_states = checkpoint(layer, *args, use_reentrant=False)
             else:
-                hidden_states = layer(hidden_states, self_bias, encoder_hidden_states, cross_bias, kv)
+                hidden_states = layer(*args)
         return hidden_states
 
 
@@ -287,9 +300,11 @@ class FusionBert(nn.Module):
         encoder_attention_mask: torch.Tensor | None = None,
         mode: Mode = "multi_modal",
         cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        cls_only: bool = False,
     ) -> torch.Tensor:
         """Last hidden state (B, L, H). Give `input_ids` (embedded here) or `hidden_states` (e.g. the
-        text-mode output, for `mode="fusion"`). A missing `attention_mask` means no padding."""
+        text-mode output, for `mode="fusion"`). A missing `attention_mask` means no padding. `cls_only`:
+        the last layer computes the first position alone, (B, 1, H), enough for ITM (which reads [CLS])."""
         start, stop = self.layer_range(mode)
         if hidden_states is None:
             if input_ids is None:
@@ -306,7 +321,9 @@ class FusionBert(nn.Module):
         cross_bias = None
         if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
             cross_bias = padding_bias(encoder_attention_mask)
-        return self.encoder.run(hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs)
+        return self.encoder.run(
+            hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs, cls_only
+        )
 
 
 class BertPredictionTransform(nn.Module):
