@@ -70,6 +70,19 @@ def test_frame_images_show_what_their_caption_says(tmp_path):
     assert files.annotation("frames", "train").read_text() == before
 
 
+def test_parallel_rendering_writes_the_same_files(tmp_path):
+    """Rendering processes change no byte: each video comes from its own seed."""
+    one = generate_corpus(tmp_path / "one", SMALL, progress=False, workers=1)
+    two = generate_corpus(tmp_path / "two", SMALL, progress=False, workers=2)
+    names = sorted(p.relative_to(one.root) for p in one.root.rglob("*") if p.is_file() and p.name != "corpus.json")
+    assert len(names) > 2 * len(plan_corpus(SMALL))  # videos, frames and annotations
+    assert names == sorted(
+        p.relative_to(two.root) for p in two.root.rglob("*") if p.is_file() and p.name != "corpus.json"
+    )
+    for name in names:
+        assert (one.root / name).read_bytes() == (two.root / name).read_bytes(), name
+
+
 def test_deterministic_by_seed(tmp_path):
     a, b = plan_corpus(SMALL), plan_corpus(SMALL)
     assert a == b

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -324,9 +327,21 @@ def chance_t2v_r1(test_file: Path) -> float:
     return sum(sizes) / len(sizes) / sum(sizes)
 
 
-def generate_corpus(out: str | Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = True) -> CorpusFiles:
+def _render_files(job: tuple[VideoSpec, SyntheticConfig, Path, list[tuple[Path, int]]]) -> None:
+    """Render one video, write its mp4 and its pre-training frames (a worker process's unit of work)."""
+    spec, cfg, path, images = job
+    frames = render(spec, cfg)
+    write_video(path, frames, fps=cfg.fps, gop=cfg.num_frames, crf=18)
+    for image, i in images:
+        Image.fromarray(frames[i]).save(image)
+
+
+def generate_corpus(
+    out: str | Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = True, workers: int | None = None
+) -> CorpusFiles:
     """Render and encode the corpus under `out` (existing videos with the same spec are kept), write the
-    annotation files and `corpus.json` (every video's spec and captions)."""
+    annotation files and `corpus.json` (every video's spec and captions). `workers`: rendering processes
+    (default: one per CPU core)."""
     files = CorpusFiles(Path(out))
     files.video_dir.mkdir(parents=True, exist_ok=True)
     (files.root / "anno").mkdir(exist_ok=True)
@@ -336,7 +351,8 @@ def generate_corpus(out: str | Path, cfg: SyntheticConfig = SyntheticConfig(), p
     same = previous is not None and previous.get("config") == asdict(cfg)
     files.frame_dir.mkdir(exist_ok=True)
     frame_entries = []
-    for spec in tqdm(specs, desc="rendering videos", unit="video", disable=not progress):
+    todo = []
+    for spec in specs:
         path = files.video_dir / spec.name
         images = []
         if spec.split == "train":
@@ -344,12 +360,23 @@ def generate_corpus(out: str | Path, cfg: SyntheticConfig = SyntheticConfig(), p
             for i in frame_choice(spec, traj, cfg.frames_per_video):
                 images.append((files.frame_dir / f"{path.stem}_{i:02d}.png", i))
                 frame_entries.append({"image": images[-1][0].name, "caption": frame_caption(spec, traj, i)})
-        if same and path.is_file() and all(image.is_file() for image, _ in images):
-            continue
-        frames = render(spec, cfg)
-        write_video(path, frames, fps=cfg.fps, gop=cfg.num_frames, crf=18)
-        for image, i in images:
-            Image.fromarray(frames[i]).save(image)
+        if not (same and path.is_file() and all(image.is_file() for image, _ in images)):
+            todo.append((spec, cfg, path, images))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    bar = tqdm(
+        total=len(specs), initial=len(specs) - len(todo), desc="rendering videos", unit="video", disable=not progress
+    )
+    # each video is drawn from its own seed, so the files are the same whatever the number of processes;
+    # spawned (not forked) workers: the caller may hold torch's thread pools
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for _ in pool.map(_render_files, todo, chunksize=8):
+                bar.update(1)
+    else:
+        for job in todo:
+            _render_files(job)
+            bar.update(1)
+    bar.close()
     annotations = _annotations(specs)
     annotations[("frames", "train")] = frame_entries
     for (task, split), entries in annotations.items():
