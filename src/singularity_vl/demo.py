@@ -22,6 +22,7 @@ from tqdm import tqdm
 from singularity_vl.data.annotations import load_retrieval_eval
 from singularity_vl.data.synthetic import TASKS, CorpusFiles, SyntheticConfig, chance_t2v_r1, generate_corpus
 from singularity_vl.data.text import ReleaseTokenizer
+from singularity_vl.data.video_reader import set_decoded_clip_cache
 from singularity_vl.eval.metrics import retrieval_metrics
 from singularity_vl.eval.retrieval import EncodedVideos, rerank_ensembles
 from singularity_vl.eval.run import EvalConfig, encode_media, encode_text_list
@@ -66,6 +67,8 @@ class DemoSettings:
     k_test: int = 8  # label / static candidates re-ranked per query (template: every video)
     max_steps: int = 0  # cap per training stage (0: the schedule), for tests
     itm_hard_negatives: bool = False
+    # every training and test video decoded once and kept in memory (~210 MiB for the default corpus)
+    decoded_clip_cache_mb: float = 512
     finetune_mlm_weight: float = 1.0  # 0: the release's fine-tuning losses (ITC + ITM)
 
     @classmethod
@@ -171,6 +174,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         multi_video_gt=True,
         max_steps=s.max_steps,
         resume="auto",
+        decoded_clip_cache_mb=s.decoded_clip_cache_mb,
     )
     # MiniLM's word embeddings (and the MLM decoder tied to them) stay as pre-trained: this small corpus
     # has ~60 distinct words, and their dense gradient was ~12% of each step
@@ -388,8 +392,12 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
     start = time.time()
     print(f"generating the synthetic corpus under {out / 'corpus'}")
     files = generate_corpus(out / "corpus", s.corpus)
-    models = train_models(files, out, s, seed)
-    rows = evaluate_models(files, models, s)
+    set_decoded_clip_cache(s.decoded_clip_cache_mb)
+    try:
+        models = train_models(files, out, s, seed)
+        rows = evaluate_models(files, models, s)
+    finally:
+        set_decoded_clip_cache(0)
     chance = {t: round(chance_t2v_r1(files.annotation(t, "test")), 4) for t in TASKS}
     report = {
         "chance_t2v_r1": chance,

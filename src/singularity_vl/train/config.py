@@ -75,6 +75,9 @@ class TrainConfig:
     itm_reversed_negatives: bool = False
     seed: int = 42
     num_workers: int = 2
+    # MiB of decoded videos kept in memory (0: off): each file decoded once, later epochs read from memory;
+    # for corpora that fit, with num_workers=0 (a worker keeps its own copy)
+    decoded_clip_cache_mb: float = 0.0
     resume: str | None = "auto"  # auto: newest good checkpoint in output_dir; empty: fresh; or a checkpoint path
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
     keep_last: int = 2

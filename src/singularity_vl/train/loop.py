@@ -29,6 +29,7 @@ from singularity_vl.data.datasets import (
 )
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
+from singularity_vl.data.video_reader import set_decoded_clip_cache
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
@@ -128,6 +129,8 @@ class Trainer:
         self.model = model.to(self.device)
         freeze_parameters(self.model, cfg.optimizer.freeze)
         self.precision = resolve_precision(cfg.precision, self.device)
+        if cfg.decoded_clip_cache_mb > 0:
+            set_decoded_clip_cache(cfg.decoded_clip_cache_mb)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
         res = self.model.config.vision.image_size
         self.loaders: dict[str, DataLoader] = {}
