@@ -47,8 +47,7 @@ class DemoSettings:
     # `fusion_layers` fresh layers add cross-attention to the video
     fusion_layers: int = 2
     pretrain_batch_size: int = 32
-    # over the `frames` images (2 per training video); ITC barely moved over a further half epoch (1.53 -> 1.51)
-    pretrain_epochs: float = 1.5
+    pretrain_epochs: float = 2  # over the `frames` images (2 per training video)
     min_lr_multi: float = 1.0  # pre-training: constant rate after warm-up (fine-tuning continues from it)
     # fine-tuning: cosine decay to this fraction, so the evaluated weights come from a settled end of training
     # rather than a step at full rate (at a constant rate, a loss spike 30 steps before the end of a
@@ -59,8 +58,8 @@ class DemoSettings:
     finetune_batch_size: int = 16
     objects_epochs: float = 0.5  # label + static fine-tuning (the model evaluated on label and static)
     # template fine-tuning (the model evaluated on template) on the template and the label captions of the
-    # training videos: 2.25 epochs over both = 270 steps
-    template_epochs: float = 2.25
+    # training videos: 2.5 epochs over both = 300 steps
+    template_epochs: float = 2.5
     temporal_frames: int = 4
     temporal_layers: int = 2
     temporal_embed_init_std: float = 1.0  # the release starts them at zero (the ITM gradient then stalls)
