@@ -322,6 +322,9 @@ def test_match_logits_cls_only_equals_full_last_layer():
         shared = model.match_logits(tokens, mask, cross_kvs=one)
         torch.testing.assert_close(shared, model.match_logits(tokens, mask, vt[:1].expand_as(vt), cls_only=False))
         torch.testing.assert_close(model.match_logits(tokens[:1], mask[:1], vt[:1]), full[:1], rtol=1e-5, atol=1e-6)
+        t6, m6 = tokens.repeat(2, 1, 1), mask.repeat(2, 1)  # 2 videos' K/V, each serving 3 consecutive texts
+        grouped = model.match_logits(t6, m6, cross_kvs=model.cross_kvs(vt[:2]))
+        torch.testing.assert_close(grouped, model.match_logits(t6, m6, vt[:2].repeat_interleave(B, 0)))
     assert not torch.allclose(full[0], full[1])  # the rows differ: the comparison is not vacuous
 
 

@@ -144,8 +144,8 @@ def frame_match_scores(
     for start in range(0, len(text_idx), step):
         idx = text_idx[start : start + step]
         m = len(idx)
-        rows = [(k.repeat_interleave(m, 0), v.repeat_interleave(m, 0)) for k, v in kvs]  # frame-major rows
-        logits = model.match_logits(texts.tokens[idx].repeat(t, 1, 1), texts.mask[idx].repeat(t, 1), cross_kvs=rows)
+        # frame-major rows: the m rows of frame f share its keys/values (no copy of them)
+        logits = model.match_logits(texts.tokens[idx].repeat(t, 1, 1), texts.mask[idx].repeat(t, 1), cross_kvs=kvs)
         out[start : start + m] = logits[:, 1].float().view(t, m).t()
     return out
 

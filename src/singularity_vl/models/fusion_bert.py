@@ -109,12 +109,15 @@ class BertSelfAttention(nn.Module):
         k, v = kv
         p = self.dropout_p if self.training else 0.0
         m, heads, lq, hd = q.shape
-        if k.shape[0] == 1 and m > 1 and bias is None:
-            # One video's keys/values shared by M texts: queries do not interact in cross-attention, so
-            # the M texts become one long query sequence against the same keys (no copy of K/V).
-            q = q.transpose(0, 1).reshape(1, heads, m * lq, hd)
-            out = self._attend(q, k, v, None, p)  # (1, nh, M*Lq, hd)
-            out = out.reshape(heads, m, lq, hd).transpose(0, 1)  # (M, nh, Lq, hd)
+        kb = k.shape[0]
+        if kb < m and m % kb == 0 and bias is None:
+            # Fewer keys/values than queries: each K/V row serves m // kb consecutive query rows (as
+            # `repeat_interleave` would). Queries do not interact in cross-attention, so each group becomes
+            # one long query sequence against its keys (no copy of K/V).
+            g = m // kb
+            q = q.view(kb, g, heads, lq, hd).transpose(1, 2).reshape(kb, heads, g * lq, hd)
+            out = self._attend(q, k, v, None, p)  # (kb, nh, g*Lq, hd)
+            out = out.view(kb, heads, g, lq, hd).transpose(1, 2).reshape(m, heads, lq, hd)
         else:
             out = self._attend(q, k, v, bias, p)
         b, _, n, _ = out.shape

@@ -239,7 +239,8 @@ class SingularityRetrieval(SingularityBase):
         cls_only: bool = True,
     ) -> torch.Tensor:
         """ITM logits (N, 2) for aligned (text, video) rows: fusion layers, then `itm_head` on CLS.
-        `cls_only` (not in the release, same logits): the last fusion layer computes [CLS] alone."""
+        `cls_only` (not in the release, same logits): the last fusion layer computes [CLS] alone. `cross_kvs`
+        with fewer rows than texts: each K/V row serves len(texts) // rows consecutive texts."""
         fused = self.text_encoder(
             hidden_states=text_tokens,
             attention_mask=text_mask,
