@@ -251,6 +251,12 @@ def _container_index(stream) -> tuple[int, list[int]] | None:
     return (n, keys) if keys else None
 
 
+def _declared_fps(stream) -> float:
+    """The stream's declared frame rate (1.0 when it declares none), as read alongside the sample table."""
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else 1.0
+
+
 def _decode_sequential(container, stream, indices: list[int], path) -> tuple[np.ndarray, list[float]]:
     """Decode from the start (decoder output is presentation order), keep `indices`, stop after the last."""
     need = set(indices)
@@ -311,8 +317,7 @@ class DecodedClipCache:
             stream = _video_stream(container, path)
             quick = _container_index(stream)
             if quick is not None:
-                rate = stream.average_rate or stream.guessed_rate
-                n, fps = quick[0], float(rate) if rate else 1.0
+                n, fps = quick[0], _declared_fps(stream)
             else:
                 index = video_index(path)
                 n, fps = index.num_frames, index.fps
@@ -379,8 +384,7 @@ def read_clip(
         quick = _container_index(stream)
         if quick is not None:
             n, keys = quick
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else 1.0
+            fps = _declared_fps(stream)
             idx = sample_frame_indices(num_frames, n, mode, rng, fps, max_num_frames)
             approx = VideoIndex(tuple(range(n)), tuple(keys), fps, 0.0)
             straight = max(idx) + 1
