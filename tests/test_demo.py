@@ -31,6 +31,16 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
         isinstance(v, bool) for v in report["summary"]["checks"].values()
     )
     assert all(r["checkpoint"].endswith(("template/final", "objects/final")) for r in rows)
+    # a finished stage keeps its final weights only (its resume checkpoints are ~200 MB each)
+    finals = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("final"))
+    assert finals == [
+        "pretrain",
+        "single_frame/objects",
+        "single_frame/template",
+        "temporal/objects",
+        "temporal/template",
+    ]
+    assert not list(out.rglob("ckpt_*")) and not list(out.rglob("train_state.pt"))
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (out / "report.md").read_text()

@@ -10,6 +10,7 @@ Each finished stage is kept, so a re-run (or a killed run) continues where it st
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -121,12 +122,14 @@ def model_config(s: DemoSettings) -> SingularityConfig:
 
 
 def _train(stage_dir: Path, **overrides: Any) -> Path:
-    """One training stage through the regular trainer; the final weights go to `stage_dir/final`."""
+    """One training stage through the regular trainer; the final weights go to `stage_dir/final`, and the
+    stage's resume checkpoints (weights again plus optimizer state, ~200 MB each) are then removed."""
+    from singularity_vl.train.checkpoint import list_checkpoints
     from singularity_vl.train.config import TrainConfig
     from singularity_vl.train.loop import Trainer
 
     final = stage_dir / "final"
-    if (final / "model.safetensors").is_file():
+    if (final / "model.safetensors").is_file() and (final / "config.json").is_file():
         print(f"{final}: done before, reusing")
         return final
     base = OmegaConf.structured(TrainConfig(output_dir=str(stage_dir), num_workers=0, log_every=10, keep_last=1))
@@ -136,6 +139,8 @@ def _train(stage_dir: Path, **overrides: Any) -> Path:
     if summary.get("stopped"):
         raise KeyboardInterrupt(f"{stage_dir}: training stopped; run the demo again to continue")
     trainer.model.save_pretrained(final)
+    for done in list_checkpoints(stage_dir):
+        shutil.rmtree(done)
     return final
 
 
