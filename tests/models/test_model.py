@@ -328,6 +328,32 @@ def test_match_logits_cls_only_equals_full_last_layer():
     assert not torch.allclose(full[0], full[1])  # the rows differ: the comparison is not vacuous
 
 
+@pytest.mark.parametrize("fusion_layers", [1, 2])
+def test_match_logits_from_cached_first_self_attention(fusion_layers):
+    """Re-ranking's per-text cache: the first fusion layer's self-attention computed once per text
+    (`first_self_attention`, then `self_attended=True`) gives the same logits, padded texts included,
+    with and without the [CLS]-only last layer, also when the first fusion layer is the last one."""
+    cfg = tiny_config("retrieval")
+    cfg.text.fusion_layer = cfg.text.num_layers - fusion_layers
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    video, ids, mask = _batch(cfg, frames=2)
+    assert not bool(mask.all())
+    with torch.no_grad():
+        tokens, _ = model.encode_text(ids, mask)
+        vt = model.encode_video(video).tokens
+        attended = model.text_encoder.first_self_attention(tokens, mask)
+        for cls_only in (True, False):
+            ref = model.match_logits(tokens, mask, vt, cls_only=cls_only)
+            got = model.match_logits(attended, mask, vt, cls_only=cls_only, self_attended=True)
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        kvs = model.cross_kvs(vt)
+        got = model.match_logits(attended, mask, cross_kvs=kvs, self_attended=True)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        # the flag matters: attended tokens read as plain text tokens give other logits
+        assert not torch.allclose(model.match_logits(attended, mask, vt), ref, atol=1e-4)
+
+
 def test_auto_precision_follows_hardware():
     from singularity_vl.models import precision
 

@@ -21,6 +21,24 @@ class EncodedTexts:
     tokens: torch.Tensor  # (Nt, Lt, H) text-mode output
     mask: torch.Tensor  # (Nt, Lt)
     feats: torch.Tensor  # (Nt, e) normalised ITC features
+    # (Nt, Lt, H) the first fusion layer's self-attention output: it reads the text alone, so re-ranking
+    # computes it once per text (`with_fusion_self_attention`) instead of once per (text, video) pair
+    self_attended: torch.Tensor | None = None
+
+    def match_inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(tokens, mask, self_attended flag) of texts `idx` for `match_logits`."""
+        if self.self_attended is not None:
+            return self.self_attended[idx], self.mask[idx], True
+        return self.tokens[idx], self.mask[idx], False
+
+
+@torch.no_grad()
+def with_fusion_self_attention(model: SingularityRetrieval, texts: EncodedTexts) -> EncodedTexts:
+    """`texts` with `self_attended` filled (same match logits, less work per re-ranked pair)."""
+    if texts.self_attended is not None:
+        return texts
+    attended = model.text_encoder.first_self_attention(texts.tokens, texts.mask)
+    return EncodedTexts(texts.tokens, texts.mask, texts.feats, attended)
 
 
 @dataclass
@@ -122,8 +140,8 @@ def video_match_scores(
     kvs = model.cross_kvs(video_tokens[None])  # per layer (1, nh, N, hd)
     out = []
     for start in range(0, len(text_idx), text_chunk):
-        idx = text_idx[start : start + text_chunk]
-        out.append(model.match_logits(texts.tokens[idx], texts.mask[idx], cross_kvs=kvs)[:, 1].float())
+        tokens, mask, attended = texts.match_inputs(text_idx[start : start + text_chunk])
+        out.append(model.match_logits(tokens, mask, cross_kvs=kvs, self_attended=attended)[:, 1].float())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -144,8 +162,9 @@ def frame_match_scores(
     for start in range(0, len(text_idx), step):
         idx = text_idx[start : start + step]
         m = len(idx)
+        tokens, mask, attended = texts.match_inputs(idx)
         # frame-major rows: the m rows of frame f share its keys/values (no copy of them)
-        logits = model.match_logits(texts.tokens[idx].repeat(t, 1, 1), texts.mask[idx].repeat(t, 1), cross_kvs=kvs)
+        logits = model.match_logits(tokens.repeat(t, 1, 1), mask.repeat(t, 1), cross_kvs=kvs, self_attended=attended)
         out[start : start + m] = logits[:, 1].float().view(t, m).t()
     return out
 
@@ -223,6 +242,7 @@ def rerank_ensembles(
     v2t_emb = model.similarity(videos.feats, texts.feats).float()
     n_v, n_t = v2t_emb.shape
     in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
+    texts = with_fusion_self_attention(model, texts)
     scores = {e: torch.zeros(n_v, n_t) for e in ensembles}
     rank, world = _dist_rank_world()
     desc = f"re-ranking ({', '.join(ensembles)})"

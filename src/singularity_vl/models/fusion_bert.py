@@ -211,10 +211,14 @@ class BertLayer(nn.Module):
         cross_bias: torch.Tensor | None = None,
         cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         first_only: bool = False,
+        self_attended: bool = False,
     ) -> torch.Tensor:
         """(B, L, H); with `first_only`, (B, 1, H): the first position ([CLS]) alone, the same numbers
-        as the full layer's first row (no other position reads it within the layer)."""
-        if first_only:
+        as the full layer's first row (no other position reads it within the layer). `self_attended`:
+        `hidden_states` already are this layer's self-attention output (`FusionBert.first_self_attention`)."""
+        if self_attended:
+            hidden_states = hidden_states[:, :1] if first_only else hidden_states
+        elif first_only:
             hidden_states = self.attention.first_token(hidden_states, self_bias)
         else:
             hidden_states = self.attention(hidden_states, self_bias)
@@ -252,11 +256,13 @@ class BertEncoder(nn.Module):
         cross_bias: torch.Tensor | None = None,
         cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         cls_only: bool = False,
+        self_attended: bool = False,
     ) -> torch.Tensor:
         for i in range(start, stop):
             layer = self.layer[i]
             kv = cross_kvs[i - start] if cross_kvs is not None else None
-            args = (hidden_states, self_bias, encoder_hidden_states, cross_bias, kv, cls_only and i == stop - 1)
+            flags = (cls_only and i == stop - 1, self_attended and i == start)  # first_only, self_attended
+            args = (hidden_states, self_bias, encoder_hidden_states, cross_bias, kv, *flags)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 hidden_states = checkpoint(layer, *args, use_reentrant=False)
             else:
@@ -304,10 +310,13 @@ class FusionBert(nn.Module):
         mode: Mode = "multi_modal",
         cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         cls_only: bool = False,
+        self_attended: bool = False,
     ) -> torch.Tensor:
         """Last hidden state (B, L, H). Give `input_ids` (embedded here) or `hidden_states` (e.g. the
         text-mode output, for `mode="fusion"`). A missing `attention_mask` means no padding. `cls_only`:
-        the last layer computes the first position alone, (B, 1, H), enough for ITM (which reads [CLS])."""
+        the last layer computes the first position alone, (B, 1, H), enough for ITM (which reads [CLS]).
+        `self_attended`: `hidden_states` come from `first_self_attention` (its layer's self-attention is
+        skipped)."""
         start, stop = self.layer_range(mode)
         if hidden_states is None:
             if input_ids is None:
@@ -315,18 +324,29 @@ class FusionBert(nn.Module):
             hidden_states = self.embeddings(input_ids)
         if attention_mask is None:
             attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device, dtype=torch.long)
-        if self.causal:
-            self_bias = causal_padding_bias(attention_mask)
-        elif bool(attention_mask.all()):
-            self_bias = None  # no padding: lets SDPA take its unmasked kernel, same result
-        else:
-            self_bias = padding_bias(attention_mask)
+        self_bias = self._self_bias(attention_mask)
         cross_bias = None
         if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
             cross_bias = padding_bias(encoder_attention_mask)
         return self.encoder.run(
-            hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs, cls_only
+            hidden_states, start, stop, self_bias, encoder_hidden_states, cross_bias, cross_kvs, cls_only, self_attended
         )
+
+    def _self_bias(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        if self.causal:
+            return causal_padding_bias(attention_mask)
+        if bool(attention_mask.all()):
+            return None  # no padding: lets SDPA take its unmasked kernel, same result
+        return padding_bias(attention_mask)
+
+    def first_self_attention(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, mode: Mode = "fusion"
+    ) -> torch.Tensor:
+        """The self-attention block of the first layer of `mode` (B, L, H). In the first fusion layer it
+        reads the text alone, so re-ranking computes it once per text, not once per (text, video) pair;
+        pass the result with `self_attended=True`."""
+        start, _ = self.layer_range(mode)
+        return self.encoder.layer[start].attention(hidden_states, self._self_bias(attention_mask))
 
 
 class BertPredictionTransform(nn.Module):

@@ -237,10 +237,12 @@ class SingularityRetrieval(SingularityBase):
         video_tokens: torch.Tensor | None = None,
         cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         cls_only: bool = True,
+        self_attended: bool = False,
     ) -> torch.Tensor:
         """ITM logits (N, 2) for aligned (text, video) rows: fusion layers, then `itm_head` on CLS.
         `cls_only` (not in the release, same logits): the last fusion layer computes [CLS] alone. `cross_kvs`
-        with fewer rows than texts: each K/V row serves len(texts) // rows consecutive texts."""
+        with fewer rows than texts: each K/V row serves len(texts) // rows consecutive texts.
+        `self_attended`: `text_tokens` come from `text_encoder.first_self_attention` (cached per text)."""
         fused = self.text_encoder(
             hidden_states=text_tokens,
             attention_mask=text_mask,
@@ -248,6 +250,7 @@ class SingularityRetrieval(SingularityBase):
             mode="fusion",
             cross_kvs=cross_kvs,
             cls_only=cls_only,
+            self_attended=self_attended,
         )
         return self.itm_head(fused[:, 0])
 

@@ -126,11 +126,15 @@ class SearchEngine:
         frame_tokens = self._load("frame_tokens", cand.tolist())  # (C, T, L, D)
         c, t, n, d = frame_tokens.shape
         mask = enc["attention_mask"]
-        # per-frame ITM for every candidate: which frame matches, and the late-fusion ensembles
+        # per-frame ITM for every candidate: which frame matches, and the late-fusion ensembles; the first
+        # fusion layer's self-attention reads the query alone, so it runs once
+        tokens = m.text_encoder.first_self_attention(tokens, mask)
         flat = frame_tokens.reshape(c * t, n, d)
-        per_frame = m.match_logits(tokens.expand(c * t, -1, -1), mask.expand(c * t, -1), flat)[:, 1].view(c, t)
+        per_frame = m.match_logits(tokens.expand(c * t, -1, -1), mask.expand(c * t, -1), flat, self_attended=True)
+        per_frame = per_frame[:, 1].view(c, t)
         if ensemble == "concat":
-            scores = m.match_logits(tokens.expand(c, -1, -1), mask.expand(c, -1), m.fuse_frames(frame_tokens))[:, 1]
+            fused = m.fuse_frames(frame_tokens)
+            scores = m.match_logits(tokens.expand(c, -1, -1), mask.expand(c, -1), fused, self_attended=True)[:, 1]
         else:
             scores = pool_frames(per_frame, ensemble)
         order = scores.argsort(descending=True)[:k]
