@@ -1,11 +1,14 @@
 """Per-query AUC of a model's ITM scores on the demo's `template` test set: how well each template caption
-ranks its videos above all others (0.5 = chance), a steadier measure than R@1 over 12 queries.
+ranks its videos above all others (0.5 = chance), a steadier measure than R@1 over 12 queries; then, per
+caption, the actions of its 8 top-ranked videos (`*`: a ground truth), which shows what outranks the right
+videos.
 
     python scripts/template_auc.py MODEL_DIR CORPUS_DIR [FRAMES ...]
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -35,6 +38,7 @@ def main(argv: list[str]) -> None:
     model = SingularityBase.from_pretrained(argv[0]).eval()
     files = CorpusFiles(Path(argv[1]))
     spec = files.test_spec("template")
+    action = {v["name"]: v["action"] for v in json.loads((Path(argv[1]) / "corpus.json").read_text())["videos"]}
     ev = load_retrieval_eval(spec, multi_video_gt=True)
     with torch.no_grad():
         texts = encode_text_list(model, ReleaseTokenizer(), ev.texts, 16)
@@ -46,6 +50,11 @@ def main(argv: list[str]) -> None:
             m = retrieval_metrics(sc.v2t_x, sc.t2v_x, ev.text_to_media, ev.media_to_text)
             print(f"{frames} frames: t2v R@1 {m['img_r1']:.1f}, mean AUC {np.mean(aucs):.3f}")
             print("  " + ", ".join(f"{t}: {a:.2f}" for t, a in zip(ev.texts, aucs, strict=True)))
+            for t, text in enumerate(ev.texts):
+                top = sc.t2v_x[t].argsort(descending=True)[:8].tolist()
+                gt = set(ev.text_to_media[t])
+                ranked = [("*" if i in gt else "") + action[Path(ev.media[i]).name] for i in top]
+                print(f"  {text}: {' '.join(ranked)}")
 
 
 if __name__ == "__main__":
