@@ -14,7 +14,6 @@ Prints, for a checkpoint of any demo stage (e.g. runs/demo/temporal/final) and i
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ def encode_split(
     model: SingularityBase, files: CorpusFiles, split: str, frames: int
 ) -> tuple[EncodedVideos, torch.Tensor]:
     """Every video of `split` (test-time frame sampling) and its action index."""
-    videos = json.loads((files.root / "corpus.json").read_text())["videos"]
+    videos = list(files.videos().values())
     names = [v["name"] for v in videos if v["split"] == split]
     labels = torch.tensor([list(ACTIONS).index(v["action"]) for v in videos if v["split"] == split])
     media = [str(files.video_dir / n) for n in names]

@@ -8,7 +8,6 @@ videos.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def main(argv: list[str]) -> None:
     model = SingularityBase.from_pretrained(argv[0]).eval()
     files = CorpusFiles(Path(argv[1]))
     spec = files.test_spec("template")
-    action = {v["name"]: v["action"] for v in json.loads((Path(argv[1]) / "corpus.json").read_text())["videos"]}
+    action = {name: v["action"] for name, v in files.videos().items()}
     ev = load_retrieval_eval(spec, multi_video_gt=True)
     with torch.no_grad():
         texts = encode_text_list(model, ReleaseTokenizer(), ev.texts, 16)

@@ -32,7 +32,7 @@ def test_corpus_files_load_and_ground_truths(tmp_path):
     template = load_retrieval_eval(files.test_spec("template"), multi_video_gt=True)
     assert len(template.texts) == 12 and all(len(g) == 2 for g in template.text_to_media)
     assert chance_t2v_r1(files.annotation("template", "test")) == pytest.approx(2 / 24)
-    manifest = {v["name"]: v for v in json.loads((tmp_path / "corpus.json").read_text())["videos"]}
+    manifest = files.videos()
     for text, gts in zip(template.texts, template.text_to_media, strict=True):
         for g in gts:  # every ground-truth video performs that template's action
             spec = manifest[template.media[g].rsplit("/", 1)[1]]
@@ -53,7 +53,7 @@ def test_frame_images_show_what_their_caption_says(tmp_path):
     corpus = load_caption_corpora([files.frames_spec()])
     assert len(corpus) == 24 * SMALL.frames_per_video
     entries = json.loads(files.annotation("frames", "train").read_text())
-    manifest = {v["name"]: v for v in json.loads((tmp_path / "corpus.json").read_text())["videos"]}
+    manifest = files.videos()
     for entry in entries:
         video, index = entry["image"].rsplit("_", 1)
         spec = VideoSpec(**{k: v for k, v in manifest[video + ".mp4"].items() if k != "captions"})

@@ -305,6 +305,15 @@ class CorpusFiles:
         """The single-frame image-text pre-training corpus (`frames` captions)."""
         return [str(self.annotation("frames", "train")), str(self.frame_dir), "image"]
 
+    @property
+    def manifest(self) -> Path:
+        """`corpus.json`: the generator's config and every video's spec and captions."""
+        return self.root / "corpus.json"
+
+    def videos(self) -> dict[str, dict]:
+        """Every video's manifest record (spec and captions) by file name, in corpus order."""
+        return {v["name"]: v for v in json.loads(self.manifest.read_text())["videos"]}
+
 
 def _annotations(specs: list[VideoSpec]) -> dict[tuple[str, str], list[dict]]:
     """Train files: one `{"video", "caption"}` per video. Test files: one entry per distinct caption with
@@ -346,7 +355,7 @@ def generate_corpus(
     files.video_dir.mkdir(parents=True, exist_ok=True)
     (files.root / "anno").mkdir(exist_ok=True)
     specs = plan_corpus(cfg)
-    manifest = files.root / "corpus.json"
+    manifest = files.manifest
     previous = json.loads(manifest.read_text()) if manifest.is_file() else None
     same = previous is not None and previous.get("config") == asdict(cfg)
     files.frame_dir.mkdir(exist_ok=True)
