@@ -9,6 +9,7 @@ from transformers import BeitConfig, BeitModel
 from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir, read_hf_weights
 from singularity_vl.models import losses
 from singularity_vl.models.config import SingularityConfig, preset, tiny_config
+from singularity_vl.models.fusion_bert import BertSelfAttention, KVSegments
 from singularity_vl.models.singularity import SingularityBase, SingularityQA, create_model
 
 B, L = 3, 8
@@ -439,6 +440,35 @@ def test_padding_to_longest_same_losses_and_gradients():
         torch.testing.assert_close(a, b)
     for name, grad in results[0][3].items():
         torch.testing.assert_close(grad, results[1][3][name], rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_kv_segments_equal_explicit_keys_values(impl):
+    """Query rows served by K/V segments (two texts per video in place, then gathered negative videos)
+    get the outputs and K/V gradients of the same K/V copied out row by row; mismatched rows are refused."""
+    cfg = tiny_config("retrieval").text
+    torch.manual_seed(0)
+    attn = BertSelfAttention(cfg, kv_width=24, attn_implementation=impl).eval()  # no attention dropout
+    heads, hd = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    b, lq, lk = 3, 5, 7
+    queries = torch.randn(3 * b, lq, cfg.hidden_size)
+    k0, v0 = torch.randn(b, heads, lk, hd), torch.randn(b, heads, lk, hd)
+    neg = torch.tensor([2, 0, 0])
+    results = []
+    for segmented in (True, False):
+        k, v = k0.clone().requires_grad_(), v0.clone().requires_grad_()
+        if segmented:
+            kv = KVSegments([(k, v, 2 * b), (k.index_select(0, neg), v.index_select(0, neg), b)])
+        else:
+            rows = torch.cat([torch.arange(b).repeat_interleave(2), neg])
+            kv = (k[rows], v[rows])
+        out = attn(queries, kv=kv)
+        out.square().sum().backward()
+        results.append((out, k.grad, v.grad))
+    for got, want in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="add up"):
+        attn(queries, kv=KVSegments([(k0, v0, 2 * b)]))
 
 
 def test_itm_reversed_negatives():

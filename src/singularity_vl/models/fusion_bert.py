@@ -8,6 +8,7 @@ transformers 5 only allows cross-attention in causal decoders, hence this file.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -75,6 +76,18 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeds))
 
 
+@dataclass
+class KVSegments:
+    """Cross-attention keys/values for consecutive blocks of query rows: part j, `(k, v, rows)`, serves the
+    next `rows` query rows, each of its K/V rows serving `rows // len(k)` consecutive ones. Lets ITM pair
+    one video with several texts without copying its keys/values (or their gradients) per pair."""
+
+    parts: list[tuple[torch.Tensor, torch.Tensor, int]]
+
+
+KV = tuple[torch.Tensor, torch.Tensor] | KVSegments
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head attention; keys/values come from `kv_states` (cross-attention) or the queries' input."""
 
@@ -101,27 +114,39 @@ class BertSelfAttention(nn.Module):
         hidden_states: torch.Tensor,
         bias: torch.Tensor | None = None,
         kv_states: torch.Tensor | None = None,
-        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv: KV | None = None,
     ) -> torch.Tensor:
         q = self._heads(self.query(hidden_states))
-        if kv is None:
-            kv = self.project_kv(hidden_states if kv_states is None else kv_states)
-        k, v = kv
         p = self.dropout_p if self.training else 0.0
+        if isinstance(kv, KVSegments):
+            if bias is not None or sum(rows for _, _, rows in kv.parts) != q.shape[0]:
+                raise ValueError("KVSegments: no attention bias, and the parts' rows must add up to the queries")
+            outs, start = [], 0
+            for k, v, rows in kv.parts:
+                outs.append(self._attend_grouped(q[start : start + rows], k, v, p))
+                start += rows
+            out = torch.cat(outs)
+        else:
+            if kv is None:
+                kv = self.project_kv(hidden_states if kv_states is None else kv_states)
+            out = self._attend_grouped(q, *kv, p, bias)
+        b, _, n, _ = out.shape
+        return out.transpose(1, 2).reshape(b, n, -1)  # (B, Lq, H)
+
+    def _attend_grouped(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention (M, nh, Lq, hd); with fewer K/V rows than queries (and no bias), each K/V row serves
+        M // rows consecutive query rows (as `repeat_interleave` would): queries do not interact in
+        cross-attention, so each group becomes one long query sequence against its keys (no copy of K/V)."""
         m, heads, lq, hd = q.shape
         kb = k.shape[0]
         if kb < m and m % kb == 0 and bias is None:
-            # Fewer keys/values than queries: each K/V row serves m // kb consecutive query rows (as
-            # `repeat_interleave` would). Queries do not interact in cross-attention, so each group becomes
-            # one long query sequence against its keys (no copy of K/V).
             g = m // kb
             q = q.view(kb, g, heads, lq, hd).transpose(1, 2).reshape(kb, heads, g * lq, hd)
             out = self._attend(q, k, v, None, p)  # (kb, nh, g*Lq, hd)
-            out = out.view(kb, heads, g, lq, hd).transpose(1, 2).reshape(m, heads, lq, hd)
-        else:
-            out = self._attend(q, k, v, bias, p)
-        b, _, n, _ = out.shape
-        return out.transpose(1, 2).reshape(b, n, -1)  # (B, Lq, H)
+            return out.view(kb, heads, g, lq, hd).transpose(1, 2).reshape(m, heads, lq, hd)
+        return self._attend(q, k, v, bias, p)
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, p: float
@@ -209,7 +234,7 @@ class BertLayer(nn.Module):
         self_bias: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         cross_bias: torch.Tensor | None = None,
-        cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cross_kv: KV | None = None,
         first_only: bool = False,
         self_attended: bool = False,
     ) -> torch.Tensor:
@@ -254,7 +279,7 @@ class BertEncoder(nn.Module):
         self_bias: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         cross_bias: torch.Tensor | None = None,
-        cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        cross_kvs: list[KV] | None = None,
         cls_only: bool = False,
         self_attended: bool = False,
     ) -> torch.Tensor:
@@ -308,7 +333,7 @@ class FusionBert(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         mode: Mode = "multi_modal",
-        cross_kvs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        cross_kvs: list[KV] | None = None,
         cls_only: bool = False,
         self_attended: bool = False,
     ) -> torch.Tensor:

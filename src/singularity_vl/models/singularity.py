@@ -15,7 +15,7 @@ from torch import nn
 
 from singularity_vl.models import losses
 from singularity_vl.models.config import SingularityConfig, TextConfig
-from singularity_vl.models.fusion_bert import BertLMHead, FusionBert, TemporalEncoder
+from singularity_vl.models.fusion_bert import BertLMHead, FusionBert, KVSegments, TemporalEncoder
 from singularity_vl.models.vision import build_vision_encoder, encode_frames
 
 CONFIG_NAME = "config.json"
@@ -50,6 +50,11 @@ def interpolate_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Te
     x = embed.squeeze(2).permute(0, 2, 1)  # (1, D, T0)
     x = F.interpolate(x, num_frames, mode="linear")  # (1, D, T)
     return x.permute(0, 2, 1).unsqueeze(2)
+
+
+def _with_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows [x0, x[index0], x1, x[index1], ...]: each row followed by the row `index` picks for it."""
+    return torch.stack([x, x.index_select(0, index)], 1).flatten(0, 1)
 
 
 def _temporal_text_config(config: SingularityConfig) -> TextConfig:
@@ -298,30 +303,36 @@ class SingularityRetrieval(SingularityBase):
             negatives = losses.draw_negatives(w_t2v, w_v2t, generator)
         neg_video, neg_text = negatives
         b = text_tokens.shape[0]
-        texts, masks = [text_tokens, text_tokens, text_tokens[neg_text]], [text_mask, text_mask, text_mask[neg_text]]
-        if reversed_tokens is not None:
-            texts.append(text_tokens)
-            masks.append(text_mask)
-        text_all, mask_all = torch.cat(texts, 0), torch.cat(masks, 0)
         if video_kvs is not None:
-            # [videos; negative videos; videos]: index_select + cat, whose backward (index_add) is several
-            # times cheaper on CPU than that of advanced indexing (index_put with accumulation)
-            kvs = [
-                (torch.cat([k, k.index_select(0, neg_video), k]), torch.cat([v, v.index_select(0, neg_video), v]))
-                for k, v in video_kvs
-            ]
-            if reversed_tokens is not None:
-                kvs = [
-                    (torch.cat([k, rk]), torch.cat([v, rv]))
-                    for (k, v), (rk, rv) in zip(kvs, self.cross_kvs(reversed_tokens), strict=True)
-                ]
-            logits = self.match_logits(text_all, mask_all, cross_kvs=kvs)
+            # rows [(text, video), (neg text, video)] per video, then (text, neg video) and (text, reversed
+            # video): each video's keys/values serve its two texts in place; only the negative videos' are
+            # gathered (`index_select`, whose backward on CPU is several times cheaper than advanced indexing's)
+            texts = [_with_rows(text_tokens, neg_text), text_tokens]
+            masks = [_with_rows(text_mask, neg_text), text_mask]
+            reversed_kvs = self.cross_kvs(reversed_tokens) if reversed_tokens is not None else None
+            kvs: list = []
+            for i, (k, v) in enumerate(video_kvs):
+                parts = [(k, v, 2 * b), (k.index_select(0, neg_video), v.index_select(0, neg_video), b)]
+                if reversed_kvs is not None:
+                    parts.append((*reversed_kvs[i], b))
+                kvs.append(KVSegments(parts))
+            if reversed_kvs is not None:
+                texts.append(text_tokens)
+                masks.append(text_mask)
+            grouped = self.match_logits(torch.cat(texts, 0), torch.cat(masks, 0), cross_kvs=kvs)
+            # back to the release's row order [positives; (text, neg video); (neg text, video); reversed]
+            pos, neg_t = grouped[0 : 2 * b : 2], grouped[1 : 2 * b : 2]
+            logits = torch.cat([pos, grouped[2 * b : 3 * b], neg_t, grouped[3 * b :]])
         else:
+            texts = [text_tokens, text_tokens, text_tokens[neg_text]]
+            masks = [text_mask, text_mask, text_mask[neg_text]]
             videos = [video_tokens, video_tokens[neg_video], video_tokens]
             if reversed_tokens is not None:
+                texts.append(text_tokens)
+                masks.append(text_mask)
                 videos.append(reversed_tokens)
-            logits = self.match_logits(text_all, mask_all, torch.cat(videos, 0), cls_only=False)
-        labels = torch.cat([torch.ones(b), torch.zeros(len(text_all) - b)]).long().to(logits.device)
+            logits = self.match_logits(torch.cat(texts, 0), torch.cat(masks, 0), torch.cat(videos, 0), cls_only=False)
+        labels = torch.cat([torch.ones(b), torch.zeros(len(logits) - b)]).long().to(logits.device)
         return F.cross_entropy(logits.float(), labels), logits
 
     def mlm_loss(
