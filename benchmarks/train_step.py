@@ -9,7 +9,7 @@
   optimizer (`create_optimizer`: the same AdamW update in PyTorch's fused kernel);
 - `bf16` (optional, `--with-bf16`): the default path with bf16 autocast forced.
 
-    python benchmarks/train_step.py [--sizes tiny base] [--steps 3] [--with-bf16] [--json FILE]
+    python benchmarks/train_step.py [--sizes tiny base] [--steps 5] [--with-bf16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -46,8 +48,8 @@ def _batch(cfg, batch: int, gen: torch.Generator):
     return video, ids, mask
 
 
-def time_steps(size: str, path: str, steps: int, warmup: int = 1) -> float:
-    """Mean seconds per training step (forward, backward, AdamW) on one path."""
+def build_step(size: str, path: str) -> Callable[[], None]:
+    """A closure running one training step (forward, backward, AdamW) of a fresh model on one path."""
     spec = PATHS[path]
     torch.manual_seed(0)
     cfg = preset(size, "pretrain")
@@ -60,23 +62,37 @@ def time_steps(size: str, path: str, steps: int, warmup: int = 1) -> float:
         opt = torch.optim.AdamW(param_groups(model, 1e-5, 0.02), lr=1e-5, foreach=False)
     gen = torch.Generator().manual_seed(0)
     video, ids, mask = _batch(cfg, BATCH[size], gen)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
+
+    def step() -> None:
         with autocast(spec["precision"], "cpu"):
             out = model(video, ids, mask, torch.arange(len(ids)), generator=gen)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return sum(times) / len(times)
+
+    return step
+
+
+def time_steps(size: str, paths: list[str], steps: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each timed training step of each path. The paths take turns step by step, so a change in
+    the machine's speed during the run (this VM's drifts by 20-40%) hits all of them alike."""
+    runners = {p: build_step(size, p) for p in paths}
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    for _ in range(steps):
+        for p, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[p].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per path (median reported)")
     parser.add_argument("--with-bf16", action="store_true", help="also time forced bf16 autocast")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -98,11 +114,13 @@ def main() -> None:
     print(header)
     results: dict[str, dict] = {}
     for size in args.sizes:
-        secs = {p: time_steps(size, p, args.steps) for p in paths}
-        row = {"batch": BATCH[size], "steps_timed": args.steps}
+        raw = time_steps(size, paths, args.steps)
+        secs = {p: statistics.median(t) for p, t in raw.items()}
+        row: dict = {"batch": BATCH[size], "steps_timed": args.steps, "statistic": "median, paths interleaved"}
         for p, s in secs.items():
             row[f"{p}_s_per_step"] = round(s, 4)
             row[f"{p}_steps_per_s"] = round(1 / s, 4)
+            row[f"{p}_s_each_step"] = [round(t, 4) for t in raw[p]]
         row["speedup"] = round(secs["fp32_eager"] / secs["default"], 3)
         if "bf16" in secs:
             row["bf16_speedup"] = round(secs["fp32_eager"] / secs["bf16"], 3)
