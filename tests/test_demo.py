@@ -45,8 +45,11 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (out / "report.md").read_text()
     assert table.count("\n| temporal | template |") == 3
+    stages = report["stage_seconds"]
+    assert list(stages) == ["corpus", "pretrain", *finals[1:], "evaluation"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= report["seconds"] + 1
     printed = capsys.readouterr().out
-    assert "wrote" in printed and "report.json" in printed
+    assert "wrote" in printed and "report.json" in printed and "seconds per stage: corpus" in printed
     # a second run reuses every finished stage instead of training again
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("done before, reusing") == 5

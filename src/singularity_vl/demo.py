@@ -155,10 +155,13 @@ def _fusion_layer_names(model_dir: Path) -> list[str]:
 EVAL_MODEL = {"template": "template", "label": "objects", "static": "objects"}
 
 
-def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> dict[str, dict[str, Path]]:
+def train_models(
+    files: CorpusFiles, out: Path, s: DemoSettings, seed: int, seconds: dict[str, float] | None = None
+) -> dict[str, dict[str, Path]]:
     """Pre-train on single images, then fine-tune the single-frame and the temporal model, each on the
     object captions (label + static) and then, continuing from that, on the template and label captions.
-    Returns model -> run -> dir."""
+    Returns model -> run -> dir; `seconds` receives each stage's wall time in this run."""
+    seconds = {} if seconds is None else seconds
     init = out / "init"
     if not (init / "model.safetensors").is_file():
         from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir
@@ -186,6 +189,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
     optimizer = {"lr": s.lr, "different_lr_names": fresh, "different_lr": s.fresh_lr, "freeze": ["word_embeddings"]}
     total = 1 + 2 * len(MODELS)
     print(f"stage 1/{total}: pre-training on single images captioned with object and position (ITC + ITM + MLM)")
+    start = time.time()
     pre = _train(
         out / "pretrain",
         model=str(init),
@@ -196,6 +200,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
         scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
         **common,
     )
+    seconds["pretrain"] = round(time.time() - start, 1)
     runs = {
         # run -> (train files, epochs, the run it continues from: None for the pre-trained model)
         "objects": ([files.train_spec("label"), files.train_spec("static")], s.objects_epochs, None),
@@ -226,6 +231,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
             # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only):
             # without it the fused [CLS] of this small from-scratch model collapses to a constant within
             # ~10 steps and ITM falls back to its prior (measured; see the README)
+            start = time.time()
             models[name][run] = _train(
                 out / name / run,
                 # template fine-tuning continues from the same model's objects fine-tuning (a curriculum:
@@ -240,6 +246,7 @@ def train_models(files: CorpusFiles, out: Path, s: DemoSettings, seed: int) -> d
                 **extra,
                 **common,
             )
+            seconds[f"{name}/{run}"] = round(time.time() - start, 1)
     return models
 
 
@@ -397,10 +404,13 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
     start = time.time()
     print(f"generating the synthetic corpus under {out / 'corpus'}")
     files = generate_corpus(out / "corpus", s.corpus)
+    stage_seconds = {"corpus": round(time.time() - start, 1)}
     set_decoded_clip_cache(s.decoded_clip_cache_mb)
     try:
-        models = train_models(files, out, s, seed)
+        models = train_models(files, out, s, seed, stage_seconds)
+        evaluation_start = time.time()
         rows = evaluate_models(files, models, s)
+        stage_seconds["evaluation"] = round(time.time() - evaluation_start, 1)
     finally:
         set_decoded_clip_cache(0)
     chance = {t: round(chance_t2v_r1(files.annotation(t, "test")), 4) for t in TASKS}
@@ -411,6 +421,8 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
         "settings": asdict(s),
         "seed": seed,
         "seconds": round(time.time() - start, 1),
+        # wall time of each stage in this run (a stage reused from an earlier run takes ~0 s)
+        "stage_seconds": stage_seconds,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     table = format_table(rows, chance)
@@ -426,5 +438,6 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
         )
     for check, ok in report["summary"]["checks"].items():
         print(f"  {'yes' if ok else 'NO '} {check.replace('_', ' ')}")
+    print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds.items()))
     print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'report.png'} in {report['seconds']:.0f} s")
     return report
