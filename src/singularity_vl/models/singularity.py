@@ -309,16 +309,17 @@ class SingularityRetrieval(SingularityBase):
             # gathered (`index_select`, whose backward on CPU is several times cheaper than advanced indexing's)
             texts = [_with_rows(text_tokens, neg_text), text_tokens]
             masks = [_with_rows(text_mask, neg_text), text_mask]
-            reversed_kvs = self.cross_kvs(reversed_tokens) if reversed_tokens is not None else None
-            kvs: list = []
+            reversed_kvs = None
+            if reversed_tokens is not None:
+                reversed_kvs = self.cross_kvs(reversed_tokens)
+                texts.append(text_tokens)
+                masks.append(text_mask)
+            kvs: list[KVSegments] = []
             for i, (k, v) in enumerate(video_kvs):
                 parts = [(k, v, 2 * b), (k.index_select(0, neg_video), v.index_select(0, neg_video), b)]
                 if reversed_kvs is not None:
                     parts.append((*reversed_kvs[i], b))
                 kvs.append(KVSegments(parts))
-            if reversed_kvs is not None:
-                texts.append(text_tokens)
-                masks.append(text_mask)
             grouped = self.match_logits(torch.cat(texts, 0), torch.cat(masks, 0), cross_kvs=kvs)
             # back to the release's row order [positives; (text, neg video); (neg text, video); reversed]
             pos, neg_t = grouped[0 : 2 * b : 2], grouped[1 : 2 * b : 2]
