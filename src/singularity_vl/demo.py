@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,14 @@ def model_config(s: DemoSettings) -> SingularityConfig:
     )
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Records the wall time of the enclosed stage in `seconds[stage]`."""
+    start = time.time()
+    yield
+    seconds[stage] = round(time.time() - start, 1)
+
+
 def _train(stage_dir: Path, **overrides: Any) -> Path:
     """One training stage through the regular trainer; the final weights go to `stage_dir/final`, and the
     stage's resume checkpoints (weights again plus optimizer state, ~200 MB each) are then removed."""
@@ -189,18 +199,17 @@ def train_models(
     optimizer = {"lr": s.lr, "different_lr_names": fresh, "different_lr": s.fresh_lr, "freeze": ["word_embeddings"]}
     total = 1 + 2 * len(MODELS)
     print(f"stage 1/{total}: pre-training on single images captioned with object and position (ITC + ITM + MLM)")
-    start = time.time()
-    pre = _train(
-        out / "pretrain",
-        model=str(init),
-        train_file=[files.frames_spec()],
-        num_frames=1,
-        batch_size={"image": s.pretrain_batch_size, "video": s.pretrain_batch_size},
-        optimizer=optimizer,
-        scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
-        **common,
-    )
-    seconds["pretrain"] = round(time.time() - start, 1)
+    with _timed(seconds, "pretrain"):
+        pre = _train(
+            out / "pretrain",
+            model=str(init),
+            train_file=[files.frames_spec()],
+            num_frames=1,
+            batch_size={"image": s.pretrain_batch_size, "video": s.pretrain_batch_size},
+            optimizer=optimizer,
+            scheduler={"epochs": s.pretrain_epochs, "warmup_epochs": 0.1, "min_lr_multi": s.min_lr_multi},
+            **common,
+        )
     runs = {
         # run -> (train files, epochs, the run it continues from: None for the pre-trained model)
         "objects": ([files.train_spec("label"), files.train_spec("static")], s.objects_epochs, None),
@@ -231,22 +240,21 @@ def train_models(
             # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only):
             # without it the fused [CLS] of this small from-scratch model collapses to a constant within
             # ~10 steps and ITM falls back to its prior (measured; see the README)
-            start = time.time()
-            models[name][run] = _train(
-                out / name / run,
-                # template fine-tuning continues from the same model's objects fine-tuning (a curriculum:
-                # label captions name the motion together with the object): from the pre-trained model,
-                # seed 1's temporal template ITM never left its prior; from the objects model it did
-                # (measured, 300 steps: per-query AUC 0.81)
-                model=str(models[name][after] if after else pre),
-                train_file=train_file,
-                batch_size={"image": s.finetune_batch_size, "video": s.finetune_batch_size},
-                loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
-                scheduler={"epochs": epochs, "warmup_epochs": 0.05, "min_lr_multi": s.finetune_min_lr_multi},
-                **extra,
-                **common,
-            )
-            seconds[f"{name}/{run}"] = round(time.time() - start, 1)
+            with _timed(seconds, f"{name}/{run}"):
+                models[name][run] = _train(
+                    out / name / run,
+                    # template fine-tuning continues from the same model's objects fine-tuning (a curriculum:
+                    # label captions name the motion together with the object): from the pre-trained model,
+                    # seed 1's temporal template ITM never left its prior; from the objects model it did
+                    # (measured, 300 steps: per-query AUC 0.81)
+                    model=str(models[name][after] if after else pre),
+                    train_file=train_file,
+                    batch_size={"image": s.finetune_batch_size, "video": s.finetune_batch_size},
+                    loss_weight={"itc": 1.0, "itm": 1.0, "mlm": s.finetune_mlm_weight},
+                    scheduler={"epochs": epochs, "warmup_epochs": 0.05, "min_lr_multi": s.finetune_min_lr_multi},
+                    **extra,
+                    **common,
+                )
     return models
 
 
@@ -403,14 +411,14 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     print(f"generating the synthetic corpus under {out / 'corpus'}")
-    files = generate_corpus(out / "corpus", s.corpus)
-    stage_seconds = {"corpus": round(time.time() - start, 1)}
+    stage_seconds: dict[str, float] = {}
+    with _timed(stage_seconds, "corpus"):
+        files = generate_corpus(out / "corpus", s.corpus)
     set_decoded_clip_cache(s.decoded_clip_cache_mb)
     try:
         models = train_models(files, out, s, seed, stage_seconds)
-        evaluation_start = time.time()
-        rows = evaluate_models(files, models, s)
-        stage_seconds["evaluation"] = round(time.time() - evaluation_start, 1)
+        with _timed(stage_seconds, "evaluation"):
+            rows = evaluate_models(files, models, s)
     finally:
         set_decoded_clip_cache(0)
     chance = {t: round(chance_t2v_r1(files.annotation(t, "test")), 4) for t in TASKS}
