@@ -33,6 +33,18 @@ def query_aucs(scores: np.ndarray, text_to_media: list[list[int]]) -> list[float
     return out
 
 
+def print_confusion(scores: torch.Tensor, texts: list[str], actions: list[str]) -> None:
+    """Per caption (row), how many of its 10 top-ranked videos show each action (columns, in the order of
+    the captions' own actions where known): where the ranking errors go."""
+    names = sorted(set(actions), key=actions.index)
+    short = [n[:6] for n in names]
+    print("  top-10 videos per caption, by action: " + " ".join(f"{s:>6}" for s in short))
+    for t, text in enumerate(texts):
+        top = scores[t].argsort(descending=True)[:10].tolist()
+        counts = [sum(actions[i] == n for i in top) for n in names]
+        print(f"  {text[:38]:38} " + " ".join(f"{c:>6}" for c in counts))
+
+
 def main(argv: list[str]) -> None:
     model = SingularityBase.from_pretrained(argv[0]).eval()
     files = CorpusFiles(Path(argv[1]))
@@ -49,6 +61,7 @@ def main(argv: list[str]) -> None:
             m = retrieval_metrics(sc.v2t_x, sc.t2v_x, ev.text_to_media, ev.media_to_text)
             print(f"{frames} frames: t2v R@1 {m['img_r1']:.1f}, mean AUC {np.mean(aucs):.3f}")
             print("  " + ", ".join(f"{t}: {a:.2f}" for t, a in zip(ev.texts, aucs, strict=True)))
+            print_confusion(sc.t2v_x, ev.texts, [action[Path(m).name] for m in ev.media])
             for t, text in enumerate(ev.texts):
                 top = sc.t2v_x[t].argsort(descending=True)[:8].tolist()
                 gt = set(ev.text_to_media[t])

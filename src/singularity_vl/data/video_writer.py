@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 from fractions import Fraction
@@ -9,6 +10,18 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+
+@functools.cache
+def _x264_params() -> str | None:
+    """x264 options that keep its output the same from run to run: on CPUs with AVX-512, x264's AVX-512
+    code sometimes encodes the same frames differently (measured: ~1 in 50 small clips, depending on
+    what the process's memory held before), so it is held to its AVX2 code (every AVX-512 CPU has AVX2)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return "asm=AVX2" if "avx512f" in flags else None
 
 
 def write_video(
@@ -35,6 +48,8 @@ def write_video(
     options = {"g": str(gop), "keyint_min": str(gop)} if codec == "libx264" else {"g": str(gop)}
     if codec == "libx264":
         options.update({"crf": str(crf), "bf": str(bframes), "sc_threshold": "0", "preset": "veryfast"})
+        if _x264_params():
+            options["x264-params"] = _x264_params()
     fmt = "webm" if path.suffix == ".webm" else None
     with av.open(str(tmp), mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate, options=options)
