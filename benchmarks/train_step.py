@@ -4,7 +4,8 @@
   (every ITM pair re-projects its video through the fusion layers' key/value weights; full MLM logits)
   and the release's optimizer (`torch.optim.AdamW`, which on CPU updates one tensor at a time);
 - `default`: ours: SDPA attention, mixed precision `auto` (bf16 autocast where the CPU runs bf16 natively,
-  i.e. AMX or AVX512-BF16; fp32 elsewhere, where PyTorch's bf16 GEMM is ~100x slower), shared video
+  i.e. AMX or AVX512-BF16, for models from `CPU_BF16_MIN_WIDTH` wide: `base`, not `tiny`; fp32 elsewhere,
+  where PyTorch's bf16 GEMM is ~100x slower or too small to pay for the casts), shared video
   keys/values and MLM logits only at masked positions (same numbers; see tests), and the trainer's
   optimizer (`create_optimizer`: the same AdamW update in PyTorch's fused kernel);
 - `bf16` (optional, `--with-bf16`): the default path with bf16 autocast forced.
@@ -25,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from singularity_vl.models.config import preset
-from singularity_vl.models.precision import autocast, cpu_has_native_bf16, resolve_precision
+from singularity_vl.models.precision import autocast, cpu_has_native_bf16, model_width, resolve_precision
 from singularity_vl.models.singularity import create_model
 from singularity_vl.train.optim import create_optimizer, param_groups
 
@@ -64,7 +65,7 @@ def build_step(size: str, path: str) -> Callable[[], None]:
     video, ids, mask = _batch(cfg, BATCH[size], gen)
 
     def step() -> None:
-        with autocast(spec["precision"], "cpu"):
+        with autocast(spec["precision"], "cpu", width=model_width(model)):
             out = model(video, ids, mask, torch.arange(len(ids)), generator=gen)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -103,7 +104,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
-        "default_precision": resolve_precision("auto", "cpu"),
+        "default_precision": {s: resolve_precision("auto", "cpu", model_width(preset(s))) for s in args.sizes},
         "loadavg_1m_before": round(os.getloadavg()[0], 2),
     }
     print(

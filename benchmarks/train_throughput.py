@@ -16,7 +16,7 @@ import time
 import torch
 
 from singularity_vl.models.config import preset
-from singularity_vl.models.precision import autocast, cpu_has_native_bf16, resolve_precision
+from singularity_vl.models.precision import autocast, cpu_has_native_bf16, model_width, resolve_precision
 from singularity_vl.models.singularity import create_model
 
 
@@ -35,7 +35,7 @@ def samples_per_s(size: str, precision: str, batch: int, steps: int, device: tor
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast(precision, device):
+        with autocast(precision, device, width=model_width(model)):
             loss = model(video, ids, mask).loss
         opt.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler else loss).backward()
@@ -65,7 +65,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "native_bf16": cpu_has_native_bf16(),
-            "auto_precision_cpu": resolve_precision("auto", cpu),
+            "auto_precision_cpu": {s: resolve_precision("auto", cpu, model_width(preset(s))) for s in args.sizes},
             "loadavg_1m_before": round(os.getloadavg()[0], 2),
         }
     }
@@ -79,9 +79,13 @@ def main() -> None:
         out["env"]["gpu"] = torch.cuda.get_device_name()
         runs += [(gpu, "base", p, 32) for p in ("fp32", "auto")]
     for device, size, prec, batch in runs:
-        if device.type == "cpu" and prec == "auto" and resolve_precision("auto", cpu) == "fp32":
+        if (
+            device.type == "cpu"
+            and prec == "auto"
+            and resolve_precision("auto", cpu, model_width(preset(size))) == "fp32"
+        ):
             key = f"{device.type}_{size}_auto"
-            out[key] = {**out[f"{device.type}_{size}_fp32"], "precision": "auto=fp32 (no native bf16)"}
+            out[key] = {**out[f"{device.type}_{size}_fp32"], "precision": "auto=fp32"}
             print(f"{device.type:8} {size:5} {batch:>5} {'auto=fp32':>10} {out[key]['samples_per_s']:>10.2f}")
             continue
         sps = samples_per_s(size, prec, batch, args.steps, device)

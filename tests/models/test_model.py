@@ -361,6 +361,12 @@ def test_auto_precision_follows_hardware():
     expected = "bf16" if precision.cpu_has_native_bf16() else "fp32"
     assert precision.resolve_precision("auto", "cpu") == expected
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    # given the model's width, small models stay in fp32 on CPU (too narrow to pay for the casts); base not
+    tiny, base = create_model(tiny_config("pretrain")), preset("base", "pretrain")
+    assert precision.model_width(tiny) == 64 and precision.model_width(base) == 768
+    assert precision.resolve_precision("auto", "cpu", precision.model_width(tiny)) == "fp32"
+    assert precision.resolve_precision("auto", "cpu", precision.model_width(base)) == expected
+    assert precision.resolve_precision("bf16", "cpu", precision.model_width(tiny)) == "bf16"  # asked for
 
 
 def test_add_temporal_modules_for_second_stage():

@@ -224,7 +224,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, colours):
     assert ckpts and (ckpts[-1] / "model.safetensors").is_file()
 
 
-def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colours):
+def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colours, capsys):
     out = tmp_path / "opts"
     assert (
         main(
@@ -253,8 +253,11 @@ def test_options_bf16_accumulation_clipping_checkpointing_compile(tmp_path, colo
     assert len(steps) == 2 and all(r["loss"] == r["loss"] for r in steps)  # 4 batches / accumulation 2
     assert all(r["grad_norm"] > 0 for r in steps)  # logged when clipping
     assert len(list(out.glob("ckpt_*"))) == 2
+    assert "training in bf16 on cpu (precision=bf16)" in capsys.readouterr().out
     compiled = tmp_path / "compiled"  # torch.compile wiring (the eager backend keeps the test fast)
     assert main(_args(colours, compiled, "scheduler.epochs=1", "compile=true", "compile_backend=eager")) == 0
+    # `auto` keeps a model this narrow in fp32 on any CPU (bf16 autocast would slow it down)
+    assert "training in fp32 on cpu (precision=auto)" in capsys.readouterr().out
     assert len([line for line in (compiled / "log.jsonl").read_text().splitlines() if '"loss"' in line]) == 1
 
 

@@ -31,7 +31,7 @@ from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.data.video_reader import set_decoded_clip_cache
 from singularity_vl.models.config import preset
-from singularity_vl.models.precision import autocast, resolve_precision
+from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
 from singularity_vl.train import checkpoint as ck
 from singularity_vl.train.config import TrainConfig, to_yaml
@@ -128,7 +128,7 @@ class Trainer:
             )
         self.model = model.to(self.device)
         freeze_parameters(self.model, cfg.optimizer.freeze)
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device, model_width(self.model))
         if cfg.decoded_clip_cache_mb > 0:
             set_decoded_clip_cache(cfg.decoded_clip_cache_mb)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
@@ -281,6 +281,7 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(to_yaml(cfg))
+            print(f"training in {self.precision} on {self.device} (precision={cfg.precision})")
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         epochs = math.ceil(cfg.scheduler.epochs)
         try:
