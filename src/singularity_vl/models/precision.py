@@ -4,8 +4,9 @@ bf16 autocast is the fast path on CPUs with AMX or AVX512-BF16 and on CUDA; on o
 e.g. AMD Zen 3) PyTorch's bf16 matmul falls back to a scalar kernel ~100x slower than fp32, so `auto`
 keeps fp32 there. On AMX CPUs very narrow models are faster in fp32 too: their GEMMs are too small to pay
 for autocast's casts (measured on a 2-core Sapphire Rapids VM: `tiny`, width 64, 1.6-2.0x slower in bf16;
-the demo's model, width 384, and `base`, 768, faster in bf16: demo 468 s vs 556 s, `base` steps 1.8x), so
-`auto` given the model's width picks bf16 on CPU only from `CPU_BF16_MIN_WIDTH` up.
+the demo's model, width 384, about even: whole demo 468 and 553 s in bf16, 556 s in fp32; `base`, 768,
+steps 1.8-2.1x faster in bf16), so `auto` given the model's width picks bf16 on CPU only from
+`CPU_BF16_MIN_WIDTH` up.
 """
 
 from __future__ import annotations

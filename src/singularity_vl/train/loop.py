@@ -126,6 +126,9 @@ class Trainer:
                 update_pooler_embed=cfg.update_pooler_embed,
                 embed_init_std=cfg.temporal_embed_init_std,
             )
+        elif cfg.update_pooler_embed and model.config.temporal.enable_encoder:
+            # a model that has its temporal encoder already: which CLS feeds ITC is no architecture change
+            model.config.temporal.update_pooler_embed = True
         self.model = model.to(self.device)
         freeze_parameters(self.model, cfg.optimizer.freeze)
         self.precision = resolve_precision(cfg.precision, self.device, model_width(self.model))
