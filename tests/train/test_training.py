@@ -275,28 +275,14 @@ def test_tensorboard_needs_its_package(tmp_path, colours, capsys):
 def test_update_pooler_embed_applies_to_a_model_with_temporal_modules(tmp_path, colours):
     """`update_pooler_embed=true` also holds when the model already has its temporal encoder (it picks the
     CLS that feeds ITC, no new weights); it used to be ignored unless the trainer added the encoder."""
-    from omegaconf import OmegaConf
-
     from singularity_vl.models.config import tiny_config
     from singularity_vl.models.singularity import add_temporal_modules, create_model
-    from singularity_vl.train.config import TrainConfig
+    from singularity_vl.train.config import load_train_config
     from singularity_vl.train.loop import Trainer
 
     add_temporal_modules(create_model(tiny_config("retrieval")), 2, 1).save_pretrained(tmp_path / "temporal")
     for flag in (False, True):
-        cfg = OmegaConf.structured(TrainConfig())
-        over = dict(
-            model=str(tmp_path / "temporal"),
-            train_file=[[f"{colours}/train.json", str(colours), "video"]],
-            output_dir=str(tmp_path / f"run_{flag}"),
-            num_frames=2,
-            temporal_layers=1,
-            update_pooler_embed=flag,
-            task="retrieval",
-            batch_size={"image": 2, "video": 2},
-            num_workers=0,
-            image_res=32,
-        )
-        trainer = Trainer(OmegaConf.to_object(OmegaConf.merge(cfg, over)))
+        extra = [f"model={tmp_path / 'temporal'}", "num_frames=2", "temporal_layers=1", f"update_pooler_embed={flag}"]
+        trainer = Trainer(load_train_config(None, _args(colours, tmp_path / f"run_{flag}", *extra)[1:]))
         assert trainer.model.config.temporal.enable_encoder
         assert trainer.model.config.temporal.update_pooler_embed is flag

@@ -48,8 +48,9 @@ def write_video(
     options = {"g": str(gop), "keyint_min": str(gop)} if codec == "libx264" else {"g": str(gop)}
     if codec == "libx264":
         options.update({"crf": str(crf), "bf": str(bframes), "sc_threshold": "0", "preset": "veryfast"})
-        if _x264_params():
-            options["x264-params"] = _x264_params()
+        params = _x264_params()
+        if params:
+            options["x264-params"] = params
     fmt = "webm" if path.suffix == ".webm" else None
     with av.open(str(tmp), mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate, options=options)
