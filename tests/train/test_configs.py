@@ -13,7 +13,7 @@ from singularity_vl.models.config import tiny_config
 from singularity_vl.models.singularity import create_model
 from singularity_vl.train.config import load_train_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "src" / "singularity_vl" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -62,3 +62,12 @@ def test_our_pretrain_directory_loads_as_retrieval_and_qa(tmp_path):
         qa.text_decoder.bert.encoder.layer[0].crossattention.self.query.weight,
         pre.text_encoder.encoder.layer[fusion].crossattention.self.query.weight,
     )
+
+
+def test_shipped_config_by_name(monkeypatch):
+    monkeypatch.setenv("SL_DATA_DIR", "/data")
+    cfg = load_train_config("ret_msrvtt")
+    assert cfg.task == "retrieval" and cfg.train_file[0][0].startswith("/data/")
+    assert load_train_config("ret_msrvtt.yaml").train_file == cfg.train_file
+    with pytest.raises(FileNotFoundError, match="ret_msrvtt"):
+        load_train_config("no_such_recipe")

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from singularity_vl.configs import resolve_config
 from singularity_vl.data.annotations import load_answer_list, load_mc, load_qa, load_retrieval_eval
 from singularity_vl.data.datasets import MediaEvalDataset, media_collate
 from singularity_vl.data.text import ReleaseTokenizer
@@ -54,8 +55,7 @@ class EvalConfig:
 def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> EvalConfig:
     base = OmegaConf.structured(EvalConfig)
     if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
+        path = resolve_config(path)
         try:
             base = OmegaConf.merge(base, OmegaConf.load(path))
         except Exception as e:  # noqa: BLE001

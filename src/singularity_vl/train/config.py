@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from singularity_vl.configs import resolve_config
+
 
 @dataclass
 class OptimizerConfig:
@@ -32,7 +34,11 @@ class SchedulerConfig:
 class TrainConfig:
     task: str = "pretrain"  # pretrain | retrieval | qa
     train_file: list[Any] = field(default_factory=list)  # list of [annotation, media root, "image"|"video"]
-    test_file: list[str] | None = None  # eval set evaluated at each epoch end (retrieval, or QA with answer_list)
+    test_file: list[str] | None = None  # test set: evaluated at each epoch end and with the kept model
+    val_file: list[str] | None = None  # validation set: with model_selection=val, picks the kept epoch
+    # which epoch's model is kept as `best/`: last (the release for MSRVTT, SSv2, pre-training) or the best
+    # `stop_key` on `val_file` (the release for DiDeMo, ActivityNet, COCO, Flickr; test is only reported)
+    model_selection: str = "last"
     answer_list: str | None = None  # QA: JSON list of candidate answers (for evaluation)
     multi_video_gt: bool = False  # SSv2-template: one caption, many videos (caption is the match key)
     paragraph: bool = False  # DiDeMo, ActivityNet: captions of a video joined into one paragraph
@@ -81,7 +87,7 @@ class TrainConfig:
     resume: str | None = "auto"  # auto: newest good checkpoint in output_dir; empty: fresh; or a checkpoint path
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
     keep_last: int = 2
-    stop_key: str = "r_mean"  # metric that selects `best/`
+    stop_key: str = "r_mean"  # metric on val_file that selects `best/` (model_selection=val)
     log_every: int = 10
     max_steps: int = 0  # stop after this many optimizer steps (0: run the schedule); for tests and smoke runs
     tokenizer: str | None = None
@@ -92,8 +98,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
     base = OmegaConf.structured(TrainConfig)
     try:
         if path is not None:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{path}: config file not found")
+            path = resolve_config(path)
             base = OmegaConf.merge(base, OmegaConf.load(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
