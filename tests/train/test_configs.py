@@ -66,6 +66,7 @@ def test_our_pretrain_directory_loads_as_retrieval_and_qa(tmp_path):
 
 def test_shipped_config_by_name(monkeypatch):
     monkeypatch.setenv("SL_DATA_DIR", "/data")
+    monkeypatch.setenv("SL_PRETRAINED", "/ckpt/pt")
     cfg = load_train_config("ret_msrvtt")
     assert cfg.task == "retrieval" and cfg.train_file[0][0].startswith("/data/")
     assert load_train_config("ret_msrvtt.yaml").train_file == cfg.train_file
