@@ -1,4 +1,5 @@
-"""Shared fixtures: the release's reference tensors (`SINGULARITY_REFERENCE_DIR`) and tiny models."""
+"""Shared fixtures: the release's reference tensors (tests/reference, or another set in the same format named by
+`SINGULARITY_REFERENCE_DIR`) and tiny models."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 def reference_dir() -> Path:
@@ -20,8 +21,8 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def ref_dir() -> Path:
     path = reference_dir()
-    if not (path / "meta.json").is_file():
-        pytest.skip(f"no reference set at {path} (set SINGULARITY_REFERENCE_DIR)")
+    if not (path / "meta.json").is_file():  # the set ships with the tests: a missing one is an error, not a skip
+        raise FileNotFoundError(f"no reference set at {path} (meta.json missing; check SINGULARITY_REFERENCE_DIR)")
     return path
 
 

@@ -1,4 +1,4 @@
-"""Equivalence with tensors computed by the original release (see ../shared/reference/README.md).
+"""Equivalence with tensors computed by the original release (see tests/reference/README.md).
 
 Every size, frame count and text length comes from the reference set's `meta.json`, so another set in the
 same format runs through the same tests (`SINGULARITY_REFERENCE_DIR`)."""
@@ -6,6 +6,7 @@ same format runs through the same tests (`SINGULARITY_REFERENCE_DIR`)."""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +16,23 @@ from singularity_vl.checkpoint.release import load_release_state
 from singularity_vl.models import losses
 
 pytestmark = pytest.mark.reference
+SHIPPED = Path(__file__).resolve().parents[1] / "reference"
 close = partial(torch.testing.assert_close, rtol=1e-4, atol=1e-5)
 CASES = ["tiny_pretrain", "tiny_pretrain_temporal"]
+
+
+def test_reference_files_are_intact(ref_dir):
+    """Every file the set's SHA256SUMS lists is present and unchanged (a set without the list is taken as is)."""
+    import hashlib
+
+    sums = ref_dir / "SHA256SUMS"
+    if not sums.is_file():
+        assert ref_dir.resolve() != SHIPPED, "the shipped reference set lost its SHA256SUMS"
+        return
+    listed = [line.split() for line in sums.read_text().splitlines() if line.strip()]
+    assert {name for _, name in listed} >= {"meta.json", "tiny_pretrain.weights.safetensors", "tiny_qa.io.safetensors"}
+    for digest, name in listed:
+        assert hashlib.sha256((ref_dir / name).read_bytes()).hexdigest() == digest, f"{ref_dir / name} changed"
 
 
 def _model(ref_dir, name: str, attn: str = "sdpa"):
