@@ -4,19 +4,30 @@ Per file the index keeps the dual-encoder features of its sampled frames (for th
 and the frames' vision tokens (the fusion inputs the ITM re-ranker cross-attends to), in safetensors
 shards, with metadata in SQLite (`index.db`: path, size, mtime, duration, fps, frame times, status).
 Runs are incremental (new or changed files only; deleted files dropped), corrupt files are recorded
-with their error and skipped, and an interrupted run loses at most the shard it was writing.
+with their error and skipped, and an interrupted run (even kill -9) loses at most the shard it was writing.
+
+One indexer at a time: a run holds an exclusive `flock` on `index.lock` (released by the kernel when the
+process ends, however it ends); a second run waits up to `wait` seconds, then stops with a message naming
+the holder. Readers (`SearchEngine`, hence `search` and `serve`) register the shards they may read under
+`readers/` (one file per open engine, itself flock-ed while the engine lives); the indexer deletes only
+shards that neither the database nor a live reader refers to, so a shard is never deleted under a reader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -29,6 +40,12 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpe
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 DB_NAME = "index.db"
 SHARD_DIR = "shards"
+LOCK_NAME = "index.lock"  # held by the one indexer allowed to change the index
+READERS_DIR = "readers"  # one JSON list of shard names per open SearchEngine
+READERS_LOCK = "readers.lock"  # held briefly: reader registration vs. shard deletion
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,6 +71,127 @@ class SearchIndexError(ValueError):
     """The index cannot be built or opened as asked (wrong folder, another model, bad settings)."""
 
 
+class IndexBusyError(SearchIndexError):
+    """Another indexer holds the index's lock."""
+
+
+@contextlib.contextmanager
+def index_lock(index_dir: str | Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold the exclusive right to change the index in `index_dir`; wait up to `wait` seconds for
+    another holder (a process running `build_index`), then raise `IndexBusyError` naming its pid."""
+    path = Path(index_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise IndexBusyError(
+                        f"{index_dir}: another indexer (pid {holder}) is updating this index{waited}; let it finish,"
+                        " or pass --wait SECONDS to wait for it"
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _readers_mutex(index_dir: Path) -> Iterator[None]:
+    """Short exclusive section: a reader's look at the database plus its registration, or the
+    indexer's choice and deletion of unused shards, never interleave."""
+    fd = os.open(index_dir / READERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class ReaderRegistration:
+    """`readers/<pid>-<random>.json`: the shards one open engine may read, flock-ed while it lives
+    (a file whose lock can be taken belongs to a process that is gone). `close` removes it."""
+
+    def __init__(self, index_dir: Path, shards: set[str]) -> None:
+        (index_dir / READERS_DIR).mkdir(exist_ok=True)
+        self.path = index_dir / READERS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.write(self._fd, json.dumps(sorted(shards)).encode())
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+Reader = ReaderRegistration | None
+
+
+def open_snapshot(index_dir: Path, read: Callable[[sqlite3.Connection], tuple[T, set[str]]]) -> tuple[T, Reader]:
+    """Run `read(db)` in one read transaction (it returns its result and the shard names that result
+    refers to) and register those shards as in use, as one step with respect to the indexer's shard
+    deletion. On a read-only index (no registration possible, and so no indexer either) the result
+    comes back unregistered (None)."""
+    try:
+        fd = os.open(index_dir / READERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        log.warning("%s: cannot register as a reader (%s); reading it as a read-only index", index_dir, e)
+        db = sqlite3.connect(f"file:{index_dir / DB_NAME}?mode=ro", uri=True, timeout=30)
+        try:
+            return _read_consistent(db, read)[0], None
+        finally:
+            db.close()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        db = connect(index_dir)
+        try:
+            result, shards = _read_consistent(db, read)
+        finally:
+            db.close()
+        return result, ReaderRegistration(index_dir, shards)
+    finally:
+        os.close(fd)
+
+
+def _read_consistent(db: sqlite3.Connection, read):
+    db.execute("BEGIN")  # one snapshot: no commit of an indexer lands between the reads
+    try:
+        return read(db)
+    finally:
+        db.rollback()
+
+
+def _live_reader_shards(index_dir: Path) -> set[str]:
+    """Shards named by engines still open (stale registrations of dead processes are removed)."""
+    used: set[str] = set()
+    for f in sorted((index_dir / READERS_DIR).glob("*.json")):
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its engine is open
+                used.update(json.loads(f.read_text(encoding="utf-8") or "[]"))
+            else:
+                f.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return used
+
+
 @dataclass
 class IndexSummary:
     added: int = 0
@@ -74,9 +212,24 @@ class IndexSummary:
 
 
 def connect(index_dir: str | Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(Path(index_dir) / DB_NAME))
+    db = sqlite3.connect(str(Path(index_dir) / DB_NAME), timeout=30)
     db.executescript(SCHEMA)
     return db
+
+
+def generation(index_dir: str | Path) -> str:
+    """A token that changes with every committed change to the index (servers poll it to reload)."""
+    db = sqlite3.connect(f"file:{Path(index_dir) / DB_NAME}?mode=ro", uri=True, timeout=30)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return row[0] if row else ""
+    finally:
+        db.close()
+
+
+def _bump_generation(db: sqlite3.Connection) -> None:
+    """Inside the caller's transaction: mark the index as changed."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)", (uuid.uuid4().hex,))
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -115,16 +268,21 @@ def _check_meta(db: sqlite3.Connection, wanted: dict[str, str], rebuild: bool) -
         raise SearchIndexError(f"this index was built differently ({detail}); pass --rebuild or use another --out")
     if differs:
         db.execute("DELETE FROM media")
+    if differs or "generation" not in have:
+        _bump_generation(db)
     db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(wanted.items()))
     db.commit()
 
 
 def _clean_shards(index_dir: Path, db: sqlite3.Connection) -> None:
-    """Remove shard files no row refers to (left by an interrupted run, or fully superseded)."""
-    used = {r[0] for r in db.execute("SELECT DISTINCT shard FROM media WHERE shard IS NOT NULL")}
-    for f in (index_dir / SHARD_DIR).glob("*"):
-        if f.name not in used:
-            f.unlink()
+    """Remove shard files that no row and no open reader refers to (left by an interrupted run, or
+    superseded; a shard a running server still reads stays until that server has reloaded)."""
+    with _readers_mutex(index_dir):
+        used = {r[0] for r in db.execute("SELECT DISTINCT shard FROM media WHERE shard IS NOT NULL")}
+        used |= _live_reader_shards(index_dir)
+        for f in (index_dir / SHARD_DIR).glob("*"):
+            if f.name not in used:
+                f.unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -142,8 +300,10 @@ def build_index(
     shard_size: int = 128,
     rebuild: bool = False,
     progress: bool = True,
+    wait: float = 0.0,
 ) -> IndexSummary:
-    """Create or update the index of `video_dir` under `out` with the model in `model_dir`."""
+    """Create or update the index of `video_dir` under `out` with the model in `model_dir`; `wait`:
+    seconds to wait for another indexer of the same index before giving up (`IndexBusyError`)."""
     from tqdm import tqdm
 
     root = Path(video_dir).resolve()
@@ -156,6 +316,11 @@ def build_index(
         raise SearchIndexError("num_frames, batch_size and shard_size must be >= 1")
     index_dir = Path(out).resolve()
     (index_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    with index_lock(index_dir, wait):
+        return _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm)
+
+
+def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm):
     db = connect(index_dir)
     try:
         wanted = {
@@ -171,8 +336,9 @@ def build_index(
         known = {p: (i, s, m) for i, p, s, m in db.execute("SELECT id, path, size, mtime_ns FROM media")}
         gone = [p for p in known if p not in on_disk]
         if gone:
-            db.executemany("DELETE FROM media WHERE path = ?", [(p,) for p in gone])
-            db.commit()
+            with db:
+                db.executemany("DELETE FROM media WHERE path = ?", [(p,) for p in gone])
+                _bump_generation(db)
             summary.removed = len(gone)
         todo = []
         for rel, st in on_disk.items():
@@ -247,6 +413,7 @@ def _index_chunk(db, index_dir, root, chunk, on_disk, known, model, transform, n
         save_file(tensors, str(tmp))
         tmp.replace(index_dir / SHARD_DIR / shard)
     with db:  # one transaction: the chunk's rows appear together
+        _bump_generation(db)
         for row in rows:
             if row["path"] in known:
                 summary.updated += 1
