@@ -226,6 +226,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         num_frames=args.num_frames,
         batch_size=args.batch_size,
         rebuild=args.rebuild,
+        wait=args.wait,
     )
     print(summary.text())
     return 0
@@ -250,11 +251,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from singularity_vl.search.engine import SearchEngine
-    from singularity_vl.search.server import make_server
+    from singularity_vl.search.server import ServerLimits, make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     engine = SearchEngine(args.index_dir)
-    server = make_server(engine, args.host, args.port)
+    limits = ServerLimits(workers=args.workers)
+    server = make_server(engine, args.host, args.port, allowed_hosts=args.allowed_host, limits=limits)
     host, port = server.server_address[:2]
     print(f"serving {len(engine)} indexed files on http://{host}:{port}/ (Ctrl-C to stop)")
     try:
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rebuild", action="store_true", help="start over when the model or settings changed")
+    p.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another indexer of --out"
+    )
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="text-to-video search in an index")
@@ -360,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (repeatable; '*' turns the Host check off)",
+    )
+    p.add_argument("--workers", type=int, default=8, help="request threads (more waiting requests get 503)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
