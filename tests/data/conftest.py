@@ -9,13 +9,17 @@ import av
 import numpy as np
 import pytest
 
+from singularity_vl.data.video_reader import sample_aspect_ratio, to_display_rgb
 from singularity_vl.data.video_writer import moving_square_frames, write_video
 
 
 def decode_all(path: Path) -> np.ndarray:
-    """Every frame, decoded sequentially: the ground truth for the reader."""
+    """Every frame, decoded sequentially and shown as the reader shows it (`to_display_rgb`, tested on its
+    own in test_display_orientation.py): the ground truth for which frames the reader returns."""
     with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        stream = c.streams.video[0]
+        sar = sample_aspect_ratio(stream)
+        return np.stack([to_display_rgb(f, sar, stream=stream) for f in c.decode(stream)])
 
 
 @pytest.fixture(scope="session")

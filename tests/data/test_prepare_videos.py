@@ -32,3 +32,37 @@ def test_prepare_videos_end_to_end(tmp_path, capsys):
     rc = main(["prepare-videos", str(src), str(dst), "--fps", "2", "--size", "60", "--workers", "1"])
     assert "0 converted, 2 already done, 1 failed" in capsys.readouterr().out
     assert (dst / "a.mp4").stat().st_mtime_ns == mtime  # resumed: finished outputs untouched
+
+
+def test_sources_sharing_an_output_are_reported_not_mixed(tmp_path, capsys):
+    """`a.mp4` and `a.webm` would both become `a.mp4`: neither is converted, each failure names the other,
+    and the rest of the folder is converted."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    write_video(src / "a.mp4", moving_square_frames(10, 48, 64), fps=10, gop=5)
+    write_video(src / "a.webm", moving_square_frames(10, 48, 64), fps=10, codec="libvpx-vp9", gop=5)
+    write_video(src / "sub" / "a.webm", moving_square_frames(10, 48, 64), fps=10, codec="libvpx-vp9", gop=5)
+    dst = tmp_path / "dst"
+    rc = main(["prepare-videos", str(src), str(dst), "--fps", "5", "--size", "32", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "1 converted, 0 already done, 2 failed" in out
+    assert f"FAILED {src / 'a.mp4'}: its output {dst / 'a.mp4'} is also the output of a.webm" in out
+    assert f"FAILED {src / 'a.webm'}: its output {dst / 'a.mp4'} is also the output of a.mp4" in out
+    assert not (dst / "a.mp4").exists() and (dst / "sub" / "a.mp4").is_file()  # same name, other folder: fine
+    (src / "a.webm").unlink()  # the user resolves the clash; the next run converts the rest
+    rc = main(["prepare-videos", str(src), str(dst), "--fps", "5", "--size", "32", "--workers", "1"])
+    assert rc == 0 and "1 converted, 1 already done, 0 failed" in capsys.readouterr().out
+    assert not (dst / "prepare_failures.json").exists()  # the earlier run's failures no longer stand
+
+
+def test_output_inside_or_equal_to_the_source_folder(tmp_path, capsys):
+    src = tmp_path / "videos"
+    src.mkdir()
+    write_video(src / "clip.mp4", moving_square_frames(10, 48, 64), fps=10, gop=5)
+    assert main(["prepare-videos", str(src), str(src), "--workers", "1"]) == 2
+    assert "must not be the source folder" in capsys.readouterr().err
+    small = src / "small"  # outputs (and their temporary files) under the source are never sources
+    for _ in range(2):
+        assert main(["prepare-videos", str(src), str(small), "--fps", "5", "--size", "32", "--workers", "1"]) == 0
+    assert "0 converted, 1 already done, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in small.rglob("*")) == ["clip.mp4"]

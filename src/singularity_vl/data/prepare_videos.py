@@ -1,6 +1,11 @@
 """The release's pre-compression of videos: re-encode at a lower frame rate with the shorter side at
 224 (or 360) pixels, optionally only the first N seconds (as for DiDeMo). Parallel, resumable (finished
-outputs are skipped; each output is written under a temporary name and renamed), with a summary."""
+outputs are skipped; each output is written under a temporary name and renamed), with a summary.
+
+Outputs are upright with square pixels (a source's display rotation and sample aspect ratio are applied).
+`SRC/dir/name.ext` becomes `DST/dir/name.mp4`, the name the dataset converters' `--video-ext .mp4` writes
+into the annotations; sources that would share an output (`a.webm` and `a.mp4` side by side) are not
+converted and are reported as failed, naming each other."""
 
 from __future__ import annotations
 
@@ -14,15 +19,18 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
+from singularity_vl.data.video_reader import display_size, frame_orientation, sample_aspect_ratio, to_display_rgb
 from singularity_vl.data.video_writer import even_size, write_video
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".wmv"}
 
 
 def _frames_at_fps(path: Path, fps: float, size: int, trim: float | None) -> Iterator:
+    """Frames of `path` at `fps`, upright with square pixels (as a player shows them), shorter side `size`."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"
+        sar = sample_aspect_ratio(stream)
         next_t = 0.0
         start = None
         for frame in container.decode(stream):
@@ -37,8 +45,8 @@ def _frames_at_fps(path: Path, fps: float, size: int, trim: float | None) -> Ite
             next_t += 1.0 / fps
             while next_t <= t:  # a gap in a variable-rate source: do not emit catch-up frames
                 next_t += 1.0 / fps
-            w, h = even_size(frame.width, frame.height, size)
-            yield frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+            shown = display_size(frame.width, frame.height, sar, frame_orientation(frame, stream))
+            yield to_display_rgb(frame, sar, even_size(*shown, size), stream)
 
 
 def compress_video(
@@ -80,6 +88,33 @@ def _job(src: str, dst: str, fps: float, size: int, trim: float | None) -> tuple
         return src, f"{type(e).__name__}: {e}"
 
 
+def output_path(src: Path, src_dir: Path, dst_dir: Path) -> Path:
+    """Where `src` (under `src_dir`) is written: the same relative path under `dst_dir`, as `.mp4`."""
+    return (dst_dir / src.relative_to(src_dir)).with_suffix(".mp4")
+
+
+def plan_outputs(src_dir: Path, dst_dir: Path) -> tuple[dict[Path, Path], dict[str, str]]:
+    """(source -> output for every video under `src_dir`, source -> error for sources whose output another
+    source would also be written to). Files under `dst_dir` (outputs, temporary files) are never sources."""
+    src_real, dst_real = src_dir.resolve(), dst_dir.resolve()
+    if src_real == dst_real:
+        raise ValueError(f"{dst_dir}: the output folder must not be the source folder (outputs would replace sources)")
+    by_output: dict[Path, list[Path]] = {}
+    for src in sorted(p for p in src_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
+        if src.resolve().is_relative_to(dst_real):
+            continue
+        by_output.setdefault(output_path(src, src_dir, dst_dir), []).append(src)
+    plan, clashes = {}, {}
+    for dst, sources in by_output.items():
+        if len(sources) == 1:
+            plan[sources[0]] = dst
+            continue
+        for src in sources:
+            others = ", ".join(o.name for o in sources if o != src)
+            clashes[str(src)] = f"its output {dst} is also the output of {others}; rename one of them"
+    return plan, clashes
+
+
 def prepare_videos(
     src_dir: str | Path,
     dst_dir: str | Path,
@@ -89,16 +124,15 @@ def prepare_videos(
     workers: int | None = None,
     progress: bool = True,
 ) -> PrepareSummary:
-    """Convert every video under `src_dir` to `dst_dir/<same relative path>.mp4`."""
+    """Convert every video under `src_dir` to `dst_dir/<same relative path>.mp4` (see `plan_outputs`)."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise FileNotFoundError(f"{src_dir}: not a directory")
     summary = PrepareSummary()
+    plan, clashes = plan_outputs(src_dir, dst_dir)
+    summary.failed.update(clashes)
     jobs = []
-    for src in sorted(p for p in src_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
-        if ".part" in src.name:
-            continue
-        dst = (dst_dir / src.relative_to(src_dir)).with_suffix(".mp4")
+    for src, dst in plan.items():
         if dst.is_file() and dst.stat().st_size > 0:
             summary.skipped.append(str(src))
             continue
@@ -119,6 +153,10 @@ def prepare_videos(
                 summary.record(src, err)
                 bar.update()
     bar.close()
+    failures = dst_dir / "prepare_failures.json"
     if summary.failed:
-        (dst_dir / "prepare_failures.json").write_text(json.dumps(summary.failed, indent=2))
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        failures.write_text(json.dumps(summary.failed, indent=2))
+    else:
+        failures.unlink(missing_ok=True)  # a clean run: failures listed by an earlier run are gone
     return summary

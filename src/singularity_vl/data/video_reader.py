@@ -6,6 +6,11 @@ decodes fewer frames: seeking wins on short GOPs (camera/web video), continuing 
 (x264's default 250). It is never worse than decoding from the start and stopping after the last wanted
 frame, and far cheaper than decoding every frame (the release's PyAV path). Variable frame rate and
 B-frames are handled by matching presentation timestamps, not by assuming a constant rate.
+
+Frames come out as a player shows them: a non-square sample aspect ratio is resized to square pixels and
+the container's display matrix (a phone video's rotation, a JPEG's EXIF orientation, mirroring) is
+applied, so a portrait phone video is read upright (see `to_display_rgb`). The decord backend returns
+frames as stored.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import functools
 import os
 import random
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -89,6 +96,100 @@ def _video_stream(container, path):
     return stream
 
 
+# --- frames as a player shows them: sample aspect ratio, then display matrix ------------------------------
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """Quarter turns and mirrors of the display matrix, as array operations on the (square-pixel) picture:
+    transpose first, then flip rows (upside down) and/or columns (left-right)."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+
+
+UPRIGHT = Orientation()
+
+
+def sample_aspect_ratio(stream) -> Fraction:
+    """Width of one stored pixel over its height (the container's value, else the codec's; 1 if unset)."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar is not None and sar > 0:
+            return Fraction(sar)
+    return Fraction(1)
+
+
+def orientation_from_matrix(matrix: Sequence[int]) -> Orientation:
+    """The orientation of FFmpeg's 3x3 display matrix (9 integers, row-major, a b u / c d v / x y w with
+    a-d in 16.16 fixed point) mapping a stored pixel (x, y) to (a x + c y, b x + d y) on screen. A rotation
+    that is not a quarter turn is rounded to the nearest one."""
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        return Orientation(False, d < 0, a < 0)
+    return Orientation(True, b < 0, c < 0)
+
+
+def orientation_from_rotate_tag(tag: str | None) -> Orientation:
+    """The orientation of a `rotate` metadata tag (degrees clockwise, as older muxers wrote it)."""
+    try:
+        quarter = round(float(tag) / 90) % 4 if tag else 0
+    except ValueError:
+        return UPRIGHT
+    return (UPRIGHT, Orientation(True, False, True), Orientation(False, True, True), Orientation(True, True, False))[
+        quarter
+    ]
+
+
+def frame_orientation(frame: av.VideoFrame, stream=None) -> Orientation:
+    """The display matrix attached to a decoded frame (FFmpeg 7+ exports the container's, or a JPEG's EXIF
+    orientation, there); without one, the stream's `rotate` tag (written by older tools); else upright."""
+    side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    raw = bytes(side) if side is not None else b""
+    if len(raw) >= 36:
+        return orientation_from_matrix(np.frombuffer(raw, dtype=np.int32, count=9).tolist())
+    if stream is not None:
+        tags = {k.lower(): v for k, v in stream.metadata.items()}
+        return orientation_from_rotate_tag(tags.get("rotate"))
+    return UPRIGHT
+
+
+def display_size(width: int, height: int, sar: Fraction, orientation: Orientation) -> tuple[int, int]:
+    """(width, height) on screen of a stored `width` x `height` picture: pixels made square by widening
+    (or narrowing) by `sar`, then turned."""
+    w = max(1, int(round(width * sar)))
+    return (height, w) if orientation.transpose else (w, height)
+
+
+def orient(rgb: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """(H, W, C) picture turned and mirrored as `orientation` says (a contiguous copy when it changes)."""
+    if orientation == UPRIGHT:
+        return rgb
+    if orientation.transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    if orientation.flip_rows:
+        rgb = rgb[::-1]
+    if orientation.flip_cols:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def to_display_rgb(
+    frame: av.VideoFrame, sar: Fraction = Fraction(1), size: tuple[int, int] | None = None, stream=None
+) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of a decoded frame as a player shows it: resized to square pixels (or to
+    `size` = (width, height) on screen), then turned by its display matrix (see `frame_orientation`)."""
+    orientation = frame_orientation(frame, stream)
+    if size is None:
+        size = display_size(frame.width, frame.height, sar, orientation)
+    w, h = (size[1], size[0]) if orientation.transpose else size  # the stored picture's axes
+    if (w, h) == (frame.width, frame.height):
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    return orient(rgb, orientation)
+
+
 @functools.lru_cache(maxsize=256)
 def _index_cached(path: str, mtime_ns: int, size: int) -> VideoIndex:
     with _open(path) as container:
@@ -143,7 +244,7 @@ def _read_image(path: str | Path) -> np.ndarray:
         stream = _video_stream(container, path)
         try:
             for frame in container.decode(stream):
-                return frame.to_ndarray(format="rgb24")[None]
+                return to_display_rgb(frame, stream=stream)[None]  # EXIF orientation; JFIF density ignored
         except av.FFmpegError as e:
             raise VideoReadError(path, f"undecodable image ({e})") from e
     raise VideoReadError(path, "no image data")
@@ -179,13 +280,14 @@ def plan_cost(steps: list[tuple[str, int]], index: VideoIndex) -> float:
     return cost
 
 
-def _decode_until(decoder, target: int, wanted_pts: dict[int, int], got: dict[int, np.ndarray]) -> None:
-    """Decode forward, keeping wanted frames (by timestamp), until the frame at `target` has passed."""
+def _decode_until(decoder, target: int, wanted_pts: dict[int, int], got: dict[int, np.ndarray], stream) -> None:
+    """Decode forward, keeping wanted frames (by timestamp, as shown), until the frame at `target` has passed."""
+    sar = sample_aspect_ratio(stream)
     for frame in decoder:
         if frame.pts is None:
             continue
         if frame.pts in wanted_pts and wanted_pts[frame.pts] not in got:
-            got[wanted_pts[frame.pts]] = frame.to_ndarray(format="rgb24")
+            got[wanted_pts[frame.pts]] = to_display_rgb(frame, sar, stream=stream)
         if frame.pts >= target:
             break
 
@@ -212,12 +314,12 @@ def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None =
                     decoder = container.decode(stream)
                     continue
                 target = index.pts[frame_no]
-                _decode_until(decoder, target, wanted_pts, got)
+                _decode_until(decoder, target, wanted_pts, got, stream)
                 if frame_no not in got:
                     # the seek landed after the target (bad index in the container): decode from the start
                     container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
                     decoder = container.decode(stream)
-                    _decode_until(decoder, target, wanted_pts, got)
+                    _decode_until(decoder, target, wanted_pts, got, stream)
         except av.FFmpegError as e:
             raise VideoReadError(path, f"decoding failed ({e})") from e
     missing = sorted(set(indices) - set(got))
@@ -264,11 +366,12 @@ def _decode_sequential(container, stream, indices: list[int], path) -> tuple[np.
     got: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
     t0 = None
+    sar = sample_aspect_ratio(stream)
     try:
         for i, frame in enumerate(container.decode(stream)):
             t0 = frame.time if t0 is None else t0
             if i in need:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = to_display_rgb(frame, sar, stream=stream)
                 times[i] = (frame.time or 0.0) - (t0 or 0.0)
             if i >= last:
                 break
@@ -362,7 +465,8 @@ def read_clip(
     backend: str = "pyav",
 ) -> Clip:
     """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos.
-    `backend="decord"` uses decord when it is installed (PyAV is the default and always available).
+    `backend="decord"` uses decord when it is installed (PyAV is the default and always available); decord
+    returns frames as stored (no display rotation, no sample aspect ratio).
 
     When the container's sample table shows that seeking would not clearly pay off (one GOP, wanted frames
     close together, or a short file), frames are decoded straight from the start with no index pass;
