@@ -1,4 +1,6 @@
-"""Command line: `singularity-vl <command>`. Each command lives in a small function below."""
+"""singularity-vl: SINGULARITY video-language models from the command line. Fetch the original release's
+checkpoints by name, evaluate and fine-tune them, and search your own videos by text.
+Run `singularity-vl COMMAND --help` for the options of a command."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 from pathlib import Path
 
 from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, UnsafeCheckpointError
+from singularity_vl.zoo import ZooError
 
 
 def _cmd_convert_release(args: argparse.Namespace) -> int:
@@ -35,9 +38,9 @@ def _cmd_convert_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from singularity_vl.checkpoint.release import load_any
+    from singularity_vl.api import load_model
 
-    model = load_any(args.path)
+    model = load_model(args.path, device="cpu")
     n = sum(p.numel() for p in model.parameters())
     print(json.dumps({"parameters": n, "config": model.config.to_dict()}, indent=2))
     return 0
@@ -52,7 +55,7 @@ def _cmd_prepare_videos(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from singularity_vl.checkpoint.release import load_any
+    from singularity_vl.api import load_model
     from singularity_vl.eval.run import evaluate, load_eval_config
 
     overrides = list(args.overrides)
@@ -62,7 +65,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"eval_frame_ensemble={args.ensemble}")
     cfg = load_eval_config(args.config, overrides)
     task = {"retrieval": "retrieval", "mc": "retrieval", "qa": "qa"}[cfg.task]
-    model = load_any(args.checkpoint, task=task)
+    model = load_model(args.checkpoint, task=task, device=getattr(args, "device", None))
     result = evaluate(model, cfg, args.out)
     print(json.dumps(result, indent=2))
     return 0
@@ -216,12 +219,32 @@ def _prepare_parsers(sub) -> None:
     p.add_argument("--num-answers", type=int, default=1500, help="answer-list size (most frequent train answers)")
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from singularity_vl.zoo import prepare
+
+    for name, path in prepare(args.name, progress=not args.quiet).items():
+        print(f"{name}  {path}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from singularity_vl.zoo import cache_dir, list_models
+
+    rows = list_models()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['task']:<9}  {r['status']:<14}  {r['about']}")
+    print(f"\ncache: {cache_dir()} (set SINGULARITY_VL_HOME to move it)")
+    return 0
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
+    from singularity_vl.api import resolve
     from singularity_vl.search.index import build_index
 
     summary = build_index(
         args.video_dir,
-        args.model,
+        resolve(args.model),
         args.out,
         num_frames=args.num_frames,
         batch_size=args.batch_size,
@@ -308,7 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_convert_release)
 
-    p = sub.add_parser("info", help="print the architecture of a model directory or release .pth")
+    p = sub.add_parser(
+        "download",
+        help="download one archive of the original release's checkpoints and convert each model in it",
+        description="Download (resuming an interrupted download), unpack and convert one archive of the"
+        " original release; its models then load by name (`singularity-vl models` lists them) and work offline."
+        " Cache: $SINGULARITY_VL_HOME, else $XDG_CACHE_HOME/singularity-vl; mirror: $SINGULARITY_VL_BASE_URL.",
+    )
+    p.add_argument("name", help="archive name, e.g. msrvtt_ret (see `singularity-vl models`)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("models", help="list the release's checkpoints: archives to download and converted models")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("info", help="print the architecture of a model (directory, release .pth or model name)")
     p.add_argument("path")
     p.set_defaults(func=_cmd_info)
 
@@ -342,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="index a folder of videos and images for text search (incremental)")
     p.add_argument("video_dir")
-    p.add_argument("--model", required=True, help="a retrieval model directory (ours; convert release .pth first)")
+    p.add_argument("--model", required=True, help="a retrieval model: directory, or release model name")
     p.add_argument("--out", required=True, help="index directory (index.db + shards/)")
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video")
     p.add_argument("--batch-size", type=int, default=8)
@@ -408,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (NotACheckpointError, UnsafeCheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    except (NotACheckpointError, UnsafeCheckpointError, ZooError, FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"singularity-vl {args.command}: error: {msg}", file=sys.stderr)
         return 2
