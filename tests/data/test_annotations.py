@@ -16,6 +16,8 @@ from singularity_vl.data.annotations import (
     load_qa,
     load_retrieval_eval,
 )
+from singularity_vl.data.datasets import CaptionTrainDataset
+from singularity_vl.data.transforms import TrainTransform
 
 
 def _write(tmp_path, name, data):
@@ -31,7 +33,29 @@ def test_pretrain_corpora_image_and_video(tmp_path):
     assert [s.media_type for s in samples] == ["image", "image", "video"]
     assert samples[0].media == str(tmp_path / "img" / "a.jpg") and samples[0].captions == ["a dog"]
     assert samples[2].captions == ["first", "second"]
-    assert samples[2].match_key == "1.mp4"
+    assert samples[2].match_key == str(tmp_path / "vid" / "v" / "1.mp4")
+
+
+def test_match_keys_follow_the_file_not_its_name(tmp_path):
+    """Only entries showing the same file are each other's positives: `a/clip.mp4` and `b/clip.mp4` are
+    not, nor the same relative name in two corpora; the same file written two ways is."""
+    webvid = _write(
+        tmp_path,
+        "webvid.json",
+        [
+            {"video": "a/clip.mp4", "caption": "a dog runs"},
+            {"video": "b/clip.mp4", "caption": "a cat sleeps"},
+            {"video": "a/./clip.mp4", "caption": "a brown dog"},
+        ],
+    )
+    other = _write(tmp_path, "other.json", [{"video": "a/clip.mp4", "caption": "a car"}])
+    samples = load_caption_corpora([[webvid, str(tmp_path / "webvid"), "video"], [other, str(tmp_path / "o"), "video"]])
+    dataset = CaptionTrainDataset(samples, TrainTransform(32))
+    assert dataset.match_ids == [0, 1, 0, 2]
+    # SSv2-template style: one caption, many videos; the caption is the key
+    ssv2 = _write(tmp_path, "t.json", [{"video": "1.webm", "caption": "x"}, {"video": "2.webm", "caption": "x"}])
+    samples = load_caption_corpora([[ssv2, str(tmp_path), "video"]], multi_video_gt=True)
+    assert CaptionTrainDataset(samples, TrainTransform(32)).match_ids == [0, 0]
 
 
 def test_video_entries_may_use_the_image_key(tmp_path):

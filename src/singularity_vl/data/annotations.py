@@ -133,22 +133,25 @@ def load_caption_corpora(
     multi_video_gt: bool = False,
     paragraph: bool = False,
 ) -> list[CaptionSample]:
-    """Pre-training / retrieval training pairs from several corpora. The match key is the media file
-    name (the caption itself when one caption has several videos, as SSv2-template)."""
+    """Pre-training / retrieval training pairs from several corpora. The match key is `media_key` (the
+    caption itself when one caption has several videos, as SSv2-template)."""
     samples = []
     for spec in specs:
         for entry in load_corpus(spec, required=("caption",)):
             caps = [pre_text(c, max_words) for c in _captions(entry)]
             if paragraph:  # DiDeMo / ActivityNet: a video's captions joined into one paragraph
                 caps = [" ".join(caps)]
-            media = entry.media
-            key = (
-                entry.fields["caption"]
-                if multi_video_gt
-                else os.path.basename(media if isinstance(media, str) else media[0])
-            )
-            samples.append(CaptionSample(media, entry.media_type, caps, str(key)))
+            key = entry.fields["caption"] if multi_video_gt else media_key(entry.media)
+            samples.append(CaptionSample(entry.media, entry.media_type, caps, str(key)))
     return samples
+
+
+def media_key(media: str | list[str]) -> str:
+    """Which file a sample shows: its path under the media root, kept whole (with the root), so that
+    entries naming the same file match and `a/clip.mp4` and `b/clip.mp4` (or the same name in two
+    corpora) do not. (The release keyed on the file name alone, making such files each other's positives.)
+    A list of frame images is keyed by its first frame."""
+    return os.path.normpath(media if isinstance(media, str) else media[0])
 
 
 @dataclass

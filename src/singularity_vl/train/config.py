@@ -40,6 +40,7 @@ class TrainConfig:
     # `stop_key` on `val_file` (the release for DiDeMo, ActivityNet, COCO, Flickr; test is only reported)
     model_selection: str = "last"
     answer_list: str | None = None  # QA: JSON list of candidate answers (for evaluation)
+    qa_metric: str = "exact"  # QA: exact (answer string equal, MSRVTT-QA, ActivityNet-QA) | vqa (VQA accuracy)
     multi_video_gt: bool = False  # SSv2-template: one caption, many videos (caption is the match key)
     paragraph: bool = False  # DiDeMo, ActivityNet: captions of a video joined into one paragraph
     max_q_len: int = 25
@@ -48,6 +49,8 @@ class TrainConfig:
     model: str = "tiny"  # preset name, or a model directory / release .pth to start from
     vision_init: str | None = None  # local HF BEiT/ViT directory (with a preset)
     text_init: str | None = None  # local HF BERT directory (with a preset)
+    # model=base without vision_init/text_init starts BEiT/BERT from random weights: refused unless true
+    from_scratch: bool = False
     image_res: int | None = None
     # second-stage temporal pre-training: add a temporal encoder of this depth (0: keep the model as is)
     temporal_layers: int = 0
@@ -116,7 +119,24 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         raise ValueError("train_file is required: a list of [annotation.json, media root, 'image'|'video']")
     if cfg.grad_accum < 1:
         raise ValueError("grad_accum must be >= 1")
+    if cfg.qa_metric not in ("exact", "vqa"):
+        raise ValueError(f"qa_metric must be exact or vqa, got {cfg.qa_metric!r}")
+    check_initial_weights(cfg)
     return cfg
+
+
+def check_initial_weights(cfg: TrainConfig) -> None:
+    """Refuse to start the base model's BEiT or BERT from random weights unless `from_scratch` says so:
+    the paper (and the release) start from BEiT-B/16 pt22k-ft22k and bert-base-uncased."""
+    if cfg.model != "base" or cfg.from_scratch:
+        return
+    missing = [key for key in ("vision_init", "text_init") if not getattr(cfg, key)]
+    if missing:
+        raise ValueError(
+            f"model=base with no {' and no '.join(missing)} would start from random weights; give local copies "
+            "of microsoft/beit-base-patch16-224-pt22k-ft22k (vision_init) and bert-base-uncased (text_init), "
+            "or set from_scratch=true"
+        )
 
 
 def to_yaml(cfg: TrainConfig) -> str:

@@ -34,7 +34,7 @@ from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
 from singularity_vl.train import checkpoint as ck
-from singularity_vl.train.config import TrainConfig, to_yaml
+from singularity_vl.train.config import TrainConfig, check_initial_weights, to_yaml
 from singularity_vl.train.optim import create_optimizer, create_scheduler, freeze_parameters
 
 
@@ -88,6 +88,7 @@ def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, floa
 
 
 def build_model(cfg: TrainConfig) -> SingularityBase:
+    check_initial_weights(cfg)
     if cfg.model in ("tiny", "base"):
         config = preset(cfg.model, cfg.task)
         if cfg.image_res:
