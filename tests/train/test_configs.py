@@ -20,6 +20,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "src" / "singularity_vl"
 def test_config_resolves(path, monkeypatch):
     monkeypatch.setenv("SL_DATA_DIR", "/data")
     monkeypatch.setenv("SL_PRETRAINED", "/ckpt/pt")
+    monkeypatch.setenv("SL_HF_DIR", "/hf")
     if path.name.startswith("eval_"):
         cfg = load_eval_config(path)
         assert cfg.test_file[0].startswith("/data/")
