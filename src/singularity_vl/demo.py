@@ -4,11 +4,14 @@ Generates the synthetic corpus (`singularity_vl.data.synthetic`), pre-trains a s
 frames (text encoder from the real MiniLM), fine-tunes (a) a single-frame model and (b) a 4-frame model
 with a temporal encoder, evaluates both on the `template`, `label` and `static` caption sets with 1, 4
 and 8 test frames and every frame ensemble, then writes `report.json`, `report.md` and `report.png`.
-Each finished stage is kept, so a re-run (or a killed run) continues where it stopped.
+Each finished stage is kept, so a re-run (or a killed run) continues where it stopped. Each stage folder
+records (`stage.json`) the seed and every setting that shapes it, and the record of the stage it starts
+from; a re-run with other settings says what differs and runs that stage (and those after it) again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -22,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from singularity_vl.api import load_model
 from singularity_vl.data.annotations import load_retrieval_eval
 from singularity_vl.data.synthetic import TASKS, CorpusFiles, SyntheticConfig, chance_t2v_r1, generate_corpus
 from singularity_vl.data.text import ReleaseTokenizer
@@ -131,17 +135,86 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     seconds[stage] = round(time.time() - start, 1)
 
 
-def _train(stage_dir: Path, **overrides: Any) -> Path:
+STAGE_RECORD = "stage.json"
+# training settings that do not change what a stage produces (left out of its record)
+NOT_SHAPING = ("decoded_clip_cache_mb", "resume", "model")
+
+
+def stage_id(key: dict[str, Any]) -> str:
+    """A short digest of a stage record, for the records of the stages that start from it."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """'seed 0 -> 1, train.max_steps 2 -> 3' for the settings that differ between two records."""
+    a, b = _flat(old), _flat(new)
+    diffs = [
+        f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return ", ".join(diffs[:limit]) + more
+
+
+def claim_stage(stage_dir: Path, key: dict[str, Any], finished: Path) -> bool:
+    """True when `stage_dir` already holds the stage's output `finished`, made with the record `key`.
+    Otherwise the folder is made to hold this stage only: what an earlier run left there with another
+    record (or none) is removed, saying what differs, and `key` is recorded, so that a killed run resumes
+    only the same stage."""
+    key = json.loads(json.dumps(key))  # as read back (tuples -> lists)
+    record = stage_dir / STAGE_RECORD
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    if previous == key:
+        if finished.exists():
+            print(f"{stage_dir}: done before with the same settings, reusing")
+            return True
+        return False
+    if stage_dir.is_dir() and any(stage_dir.iterdir()):
+        why = _differences(previous, key) if previous is not None else "no record of its settings"
+        print(f"{stage_dir}: made with other settings ({why}); running this stage again")
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
+    tmp.replace(record)
+    return False
+
+
+def _portable(value: Any, root: Path) -> Any:
+    """`value` with paths under `root` written relative to it (a moved output folder keeps its records)."""
+    if isinstance(value, dict):
+        return {k: _portable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(str(root) + "/"):
+        return "<out>/" + value[len(str(root)) + 1 :]
+    return value
+
+
+def _train(stage_dir: Path, inputs: dict[str, Any], root: Path, **overrides: Any) -> tuple[Path, str]:
     """One training stage through the regular trainer; the final weights go to `stage_dir/final`, and the
-    stage's resume checkpoints (weights again plus optimizer state, ~200 MB each) are then removed."""
+    stage's resume checkpoints (weights again plus optimizer state, ~200 MB each) are then removed.
+    `inputs` (the corpus settings and the record id of the stage it starts from) and the training settings
+    form the stage's record (see `claim_stage`). Returns (final weights, record id)."""
     from singularity_vl.train.checkpoint import list_checkpoints
     from singularity_vl.train.config import TrainConfig
     from singularity_vl.train.loop import Trainer
 
+    shaping = {k: v for k, v in overrides.items() if k not in NOT_SHAPING}
+    key = {"inputs": inputs, "train": _portable(shaping, root)}
     final = stage_dir / "final"
-    if (final / "model.safetensors").is_file() and (final / "config.json").is_file():
-        print(f"{final}: done before, reusing")
-        return final
+    if claim_stage(stage_dir, key, final / "model.safetensors") and (final / "config.json").is_file():
+        return final, stage_id(key)
     base = OmegaConf.structured(TrainConfig(output_dir=str(stage_dir), num_workers=0, log_every=10, keep_last=1))
     cfg = OmegaConf.to_object(OmegaConf.merge(base, overrides))
     trainer = Trainer(cfg)
@@ -151,7 +224,7 @@ def _train(stage_dir: Path, **overrides: Any) -> Path:
     trainer.model.save_pretrained(final)
     for done in list_checkpoints(stage_dir):
         shutil.rmtree(done)
-    return final
+    return final, stage_id(key)
 
 
 def _fusion_layer_names(model_dir: Path) -> list[str]:
@@ -173,16 +246,18 @@ def train_models(
     Returns model -> run -> dir; `seconds` receives each stage's wall time in this run."""
     seconds = {} if seconds is None else seconds
     init = out / "init"
-    if not (init / "model.safetensors").is_file():
+    config = model_config(s)
+    init_key = {"seed": seed, "model": config.to_dict()}
+    if not claim_stage(init, init_key, init / "model.safetensors"):
         from singularity_vl.checkpoint.hf_init import init_from_hf, minilm_dir
 
         torch.manual_seed(seed)
-        config = model_config(s)
         bert_layers = config.text.fusion_layer
         # MiniLM layers text-only; fusion layers fresh (None): copies of MiniLM's layers keep its [CLS] an
         # attention sink, so the fused [CLS] (ITM) would ignore the caption (measured; see the README)
         layer_map = {i: i if i < bert_layers else None for i in range(config.text.num_layers)}
         init_from_hf(None, minilm_dir(), config=config, text_layer_map=layer_map).save_pretrained(init)
+    corpus = asdict(s.corpus)
     fresh = [*FRESH_PARAMS, *_fusion_layer_names(init)]
     common = dict(
         task="pretrain",
@@ -200,8 +275,10 @@ def train_models(
     total = 1 + 2 * len(MODELS)
     print(f"stage 1/{total}: pre-training on single images captioned with object and position (ITC + ITM + MLM)")
     with _timed(seconds, "pretrain"):
-        pre = _train(
+        pre, pre_id = _train(
             out / "pretrain",
+            {"corpus": corpus, "model": stage_id(init_key)},
+            out,
             model=str(init),
             train_file=[files.frames_spec()],
             num_frames=1,
@@ -220,6 +297,7 @@ def train_models(
     }
     temporal_names = ["temporal_vision_encoder", "temporal_embeddings"]
     models: dict[str, dict[str, Path]] = {m: {} for m in MODELS}
+    ids: dict[str, dict[str, str]] = {m: {} for m in MODELS}
     stage = 1
     for name in MODELS:
         temporal = name == "temporal"
@@ -241,8 +319,10 @@ def train_models(
             # without it the fused [CLS] of this small from-scratch model collapses to a constant within
             # ~10 steps and ITM falls back to its prior (measured; see the README)
             with _timed(seconds, f"{name}/{run}"):
-                models[name][run] = _train(
+                models[name][run], ids[name][run] = _train(
                     out / name / run,
+                    {"corpus": corpus, "model": ids[name][after] if after else pre_id},
+                    out,
                     # template fine-tuning continues from the same model's objects fine-tuning (a curriculum:
                     # label captions name the motion together with the object): from the pre-trained model,
                     # seed 1's temporal template ITM never left its prior; from the objects model it did
@@ -271,7 +351,7 @@ def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: D
         for task in TASKS:
             run = EVAL_MODEL[task]
             if run not in loaded:
-                loaded[run] = SingularityBase.from_pretrained(runs[run]).eval()
+                loaded[run] = load_model(runs[run], device="cpu")
             model = loaded[run]
             ev = load_retrieval_eval(files.test_spec(task), multi_video_gt=True)
             texts = encode_text_list(model, tokenizer, ev.texts, 16)

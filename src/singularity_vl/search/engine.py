@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from singularity_vl.api import load_model
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.models.losses import ENSEMBLES, pool_frames
 from singularity_vl.models.singularity import SingularityBase
@@ -81,7 +82,7 @@ class SearchEngine:
                     raise SearchIndexError(f"{model_dir}: the index's model directory is gone")
                 if model_fingerprint(model_dir) != self.meta["model_fingerprint"]:
                     raise SearchIndexError(f"{model_dir}: the model changed since indexing; re-index with --rebuild")
-                model = SingularityBase.from_pretrained(model_dir)
+                model = load_model(model_dir, device="cpu")  # the index's features live on the CPU
             self.model = model.eval()
             self.tokenizer = previous.tokenizer if previous is not None else ReleaseTokenizer()
             self.ids = [r[0] for r in rows]
