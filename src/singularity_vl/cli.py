@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, UnsafeCheckpointError
@@ -300,6 +302,12 @@ def torch_threads(n: int | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="singularity-vl", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("SINGULARITY_VL_DEBUG", "") not in ("", "0"),
+        help="on an error, print the full traceback, not only its message (or set SINGULARITY_VL_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -447,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (NotACheckpointError, UnsafeCheckpointError, ZooError, FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"singularity-vl {args.command}: error: {msg}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (--debug shows where)"
+        print(f"singularity-vl {args.command}: error: {msg}{hint}", file=sys.stderr)
         return 2
 
 

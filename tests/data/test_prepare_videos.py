@@ -66,3 +66,19 @@ def test_output_inside_or_equal_to_the_source_folder(tmp_path, capsys):
         assert main(["prepare-videos", str(src), str(small), "--fps", "5", "--size", "32", "--workers", "1"]) == 0
     assert "0 converted, 1 already done, 0 failed" in capsys.readouterr().out
     assert sorted(p.name for p in small.rglob("*")) == ["clip.mp4"]
+
+
+def test_debug_keeps_the_traceback(tmp_path, capsys, monkeypatch):
+    """An error is one line naming the problem; `--debug` (or SINGULARITY_VL_DEBUG=1) adds where it came from."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    monkeypatch.delenv("SINGULARITY_VL_DEBUG", raising=False)
+    assert main(["prepare-videos", str(src), str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().endswith("(--debug shows where)")
+    assert main(["--debug", "prepare-videos", str(src), str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in plan_outputs" in err and "must not be the source folder" in err
+    monkeypatch.setenv("SINGULARITY_VL_DEBUG", "1")
+    assert main(["prepare-videos", str(src), str(src)]) == 2
+    assert "in plan_outputs" in capsys.readouterr().err
