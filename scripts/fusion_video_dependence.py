@@ -34,7 +34,7 @@ def spreads(model: SingularityBase, corpus: Path, frames: int) -> dict[str, floa
     fused = model.text_encoder(
         hidden_states=texts.tokens.repeat_interleave(VIDEOS, 0),
         attention_mask=texts.mask.repeat_interleave(VIDEOS, 0),
-        encoder_hidden_states=videos.tokens.repeat(n_t, 1, 1),
+        encoder_hidden_states=model.fuse_frames(videos.frame_tokens).repeat(n_t, 1, 1),
         mode="fusion",
     )
     cls = fused[:, 0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from singularity_vl.distributed import all_reduce_, my_share
 from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, video_scores
 from singularity_vl.models.losses import ENSEMBLES
 from singularity_vl.models.singularity import SingularityRetrieval
@@ -20,14 +21,14 @@ def mc_scores(
     """(Nv, num_options) match scores; `options` holds video i's candidates at rows i*num_options + j."""
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    n_v = videos.tokens.shape[0]
+    n_v = len(videos)
     if options.tokens.shape[0] != n_v * num_options:
         raise ValueError(f"expected {n_v * num_options} option texts for {n_v} videos, got {options.tokens.shape[0]}")
-    out = torch.empty(n_v, num_options)
-    for v in range(n_v):
+    out = torch.zeros(n_v, num_options)
+    for v in my_share(n_v):  # under torch.distributed each rank scores its share of the videos
         idx = torch.arange(v * num_options, (v + 1) * num_options)
         out[v] = video_scores(model, options, videos, v, idx, ensemble)
-    return out
+    return all_reduce_(out)
 
 
 def mc_accuracy(scores: torch.Tensor, answers: torch.Tensor | list[int]) -> float:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from singularity_vl.distributed import all_reduce_, my_share
 from singularity_vl.models.losses import ENSEMBLES, pool_frames
 from singularity_vl.models.singularity import SingularityRetrieval
 
@@ -43,9 +44,43 @@ def with_fusion_self_attention(model: SingularityRetrieval, texts: EncodedTexts)
 
 @dataclass
 class EncodedVideos:
-    tokens: torch.Tensor  # (Nv, T*L, D) concat fusion inputs
-    frame_tokens: torch.Tensor  # (Nv, T, L, D) per-frame tokens (late fusion)
-    feats: torch.Tensor  # (Nv, T, e) normalised per-frame ITC features
+    """Encoded videos, each stored once: per-frame tokens in a storage dtype, on the compute device or
+    offloaded to the CPU (`eval_offload`), and every video's ITC features. The concat fusion inputs are
+    re-derived from a video's frame tokens when it is re-ranked (`fusion_tokens`), so they are never
+    held for all videos at once. Under torch.distributed a rank may hold only its share of the frame
+    tokens (`held`: the video index of each row), while `feats` always covers every video."""
+
+    frame_tokens: torch.Tensor  # (n_held, T, L, D) per-frame tokens after the vision layer norm
+    feats: torch.Tensor  # (Nv, T, e) normalised per-frame ITC features, float32, on the compute device
+    held: torch.Tensor | None = None  # (n_held,) video index of each frame_tokens row; None: row v is video v
+
+    def __post_init__(self) -> None:
+        self._row = None
+        if self.held is not None:
+            self._row = torch.full((len(self.feats),), -1, dtype=torch.long)
+            self._row[self.held] = torch.arange(len(self.held))
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def holds(self, v: int) -> bool:
+        return self._row is None or bool(self._row[v] >= 0)
+
+    def frames(self, v: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """(T, L, D) frame tokens of video `v` as float32 on `device` (default: the features' device)."""
+        row = v if self._row is None else int(self._row[v])
+        if row < 0:
+            raise IndexError(f"video {v} is held by another rank")
+        device = self.feats.device if device is None else device
+        return self.frame_tokens[row].to(device=device, dtype=torch.float32, non_blocking=True)
+
+    def fusion_tokens(self, model: SingularityRetrieval, v: int) -> torch.Tensor:
+        """(T*L, D) concat fusion inputs of video `v` (temporal embeddings / encoder applied)."""
+        return model.fuse_frames(self.frames(v, _device_of(model))[None])[0]
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @dataclass
@@ -65,9 +100,18 @@ def encode_texts(model: SingularityRetrieval, input_ids: torch.Tensor, attention
 
 
 @torch.no_grad()
-def encode_videos(model: SingularityRetrieval, video: torch.Tensor) -> EncodedVideos:
-    enc = model.encode_video(video)
-    return EncodedVideos(enc.tokens, enc.frame_tokens, model.video_features(enc.pooled))
+def encode_videos(
+    model: SingularityRetrieval,
+    video: torch.Tensor,
+    store_dtype: torch.dtype = torch.float32,
+    store_device: torch.device | str | None = None,
+) -> EncodedVideos:
+    """Frames (B, T, 3, H, W) through the vision side; frame tokens kept in `store_dtype` on
+    `store_device` (default: the model's device), features in float32 on the model's device."""
+    enc = model.encode_video(video.to(_device_of(model), non_blocking=True))
+    store_device = _device_of(model) if store_device is None else store_device
+    feats = model.video_features(enc.pooled).float()
+    return EncodedVideos(enc.frame_tokens.to(device=store_device, dtype=store_dtype), feats)
 
 
 @torch.no_grad()
@@ -82,10 +126,11 @@ def pair_match_scores(
     """ITM match logit (class 1) of each (text_idx[i], video_idx[i]) pair; late fusion pools per frame."""
     t_tokens, t_mask = texts.tokens[text_idx], texts.mask[text_idx]
     if ensemble == "concat":
-        return model.match_logits(t_tokens, t_mask, videos.tokens[video_idx], cls_only=False)[:, 1]
+        v_tokens = torch.stack([videos.fusion_tokens(model, int(v)) for v in video_idx])
+        return model.match_logits(t_tokens, t_mask, v_tokens, cls_only=False)[:, 1]
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    frames = videos.frame_tokens[video_idx]  # (N, T, L, D)
+    frames = torch.stack([videos.frames(int(v)) for v in video_idx])  # (N, T, L, D)
     per_frame = torch.stack(
         [model.match_logits(t_tokens, t_mask, frames[:, f], cls_only=False)[:, 1] for f in range(frames.shape[1])],
         -1,
@@ -102,7 +147,7 @@ def rerank_release_procedure(
     ensemble: str = "concat",
 ) -> RetrievalScores:
     """The release's `evaluation`: each direction's top-k pairs scored separately, one video at a time."""
-    v2t_emb = model.similarity(videos.feats, texts.feats)  # (Nv, Nt), no temperature
+    v2t_emb = model.similarity(videos.feats, texts.feats).cpu()  # (Nv, Nt), no temperature
     t2v_emb = v2t_emb.t()
     n_v, n_t = v2t_emb.shape
     v2t_x = torch.full((n_v, n_t), NEG_SCORE)
@@ -138,10 +183,11 @@ def video_match_scores(
     """Match logits of one video's tokens (N, D) against texts `text_idx`: the video's cross-attention
     keys/values are projected once per fusion layer and shared by every text."""
     kvs = model.cross_kvs(video_tokens[None])  # per layer (1, nh, N, hd)
+    text_idx = text_idx.to(texts.mask.device)
     out = []
     for start in range(0, len(text_idx), text_chunk):
         tokens, mask, attended = texts.match_inputs(text_idx[start : start + text_chunk])
-        out.append(model.match_logits(tokens, mask, cross_kvs=kvs, self_attended=attended)[:, 1].float())
+        out.append(model.match_logits(tokens, mask, cross_kvs=kvs, self_attended=attended)[:, 1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -157,6 +203,7 @@ def frame_match_scores(
     batch (the same numbers as one `video_match_scores` call per frame, a few times faster)."""
     t = frame_tokens.shape[0]
     kvs = model.cross_kvs(frame_tokens)  # per layer (T, nh, L, hd)
+    text_idx = text_idx.to(texts.mask.device)
     out = torch.zeros(len(text_idx), t)
     step = max(1, text_chunk // t)
     for start in range(0, len(text_idx), step):
@@ -165,7 +212,7 @@ def frame_match_scores(
         tokens, mask, attended = texts.match_inputs(idx)
         # frame-major rows: the m rows of frame f share its keys/values (no copy of them)
         logits = model.match_logits(tokens.repeat(t, 1, 1), mask.repeat(t, 1), cross_kvs=kvs, self_attended=attended)
-        out[start : start + m] = logits[:, 1].float().view(t, m).t()
+        out[start : start + m] = logits[:, 1].float().view(t, m).t().cpu()
     return out
 
 
@@ -182,11 +229,13 @@ def video_ensemble_scores(
     """Match scores of video `v` against texts `text_idx` for each ensemble; the per-frame scores of the
     late-fusion ensembles are computed once and pooled by each."""
     out = {}
+    frames = videos.frames(v, _device_of(model))  # streamed to the device one video at a time
     if "concat" in ensembles:
-        out["concat"] = video_match_scores(model, texts, videos.tokens[v], text_idx, text_chunk)
+        fused = model.fuse_frames(frames[None])[0]
+        out["concat"] = video_match_scores(model, texts, fused, text_idx, text_chunk)
     late = [e for e in ensembles if e != "concat"]
     if late:
-        per_frame = frame_match_scores(model, texts, videos.frame_tokens[v], text_idx, text_chunk)
+        per_frame = frame_match_scores(model, texts, frames, text_idx, text_chunk)
         out.update({e: pool_frames(per_frame, e) for e in late})
     return out
 
@@ -239,22 +288,18 @@ def rerank_ensembles(
     bad = [e for e in ensembles if e not in ENSEMBLES]
     if bad:
         raise ValueError(f"ensembles must be among {ENSEMBLES}, got {bad}")
-    v2t_emb = model.similarity(videos.feats, texts.feats).float()
+    v2t_emb = model.similarity(videos.feats, texts.feats).float().cpu()
     n_v, n_t = v2t_emb.shape
     in_v2t, in_t2v, union = candidate_pairs(v2t_emb, k_test)
     texts = with_fusion_self_attention(model, texts)
     scores = {e: torch.zeros(n_v, n_t) for e in ensembles}
-    rank, world = _dist_rank_world()
     desc = f"re-ranking ({', '.join(ensembles)})"
-    for v in tqdm(range(rank, n_v, world), desc=desc, disable=not progress, unit="video"):
+    for v in tqdm(my_share(n_v), desc=desc, disable=not progress, unit="video"):
         text_idx = union[v].nonzero().view(-1)
         for e, sc in video_ensemble_scores(model, texts, videos, v, text_idx, ensembles, text_chunk).items():
             scores[e][v, text_idx] = sc
-    if world > 1:
-        import torch.distributed as dist
-
-        for sc in scores.values():
-            dist.all_reduce(sc)  # every pair was scored by exactly one rank, zeros elsewhere
+    for sc in scores.values():
+        all_reduce_(sc)  # every pair was scored by exactly one rank, zeros elsewhere
     neg = torch.full((n_v, n_t), NEG_SCORE)
     return {
         e: RetrievalScores(
@@ -265,11 +310,3 @@ def rerank_ensembles(
         )
         for e, sc in scores.items()
     }
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1

@@ -19,10 +19,13 @@ from singularity_vl.data.annotations import load_answer_list, load_mc, load_qa, 
 from singularity_vl.data.datasets import MediaEvalDataset, media_collate
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import EvalTransform
+from singularity_vl.devices import auto_num_workers, model_device, to_device
+from singularity_vl.distributed import gather_objects, gather_strided, is_main, my_share, rank_world, sum_int
 from singularity_vl.eval.mc import mc_accuracy, mc_scores
 from singularity_vl.eval.metrics import retrieval_metrics
 from singularity_vl.eval.qa import decode_answer, greedy_answers, make_prediction, predictions_to_json, qa_accuracy
 from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, encode_texts, encode_videos, rerank
+from singularity_vl.models.precision import autocast, resolve_precision
 
 
 class EvalDataError(ValueError):
@@ -37,6 +40,7 @@ class EvalConfig:
     test_file: list[str] = field(default_factory=list)  # [annotation.json, media root, "video"|"image"]
     answer_list: str | None = None  # QA: JSON list of candidate answers
     qa_generate: bool = False  # QA: greedy open-ended generation instead of answer-list ranking
+    qa_metric: str = "exact"  # QA: exact (answer string equal: MSRVTT-QA, ActivityNet-QA) | vqa (VQA accuracy)
     num_frames_test: int = 4  # frames per test video (release: 4 pre-train eval, 12 MSRVTT, 32 ActivityNet)
     sample_type_test: str = "middle"
     eval_frame_ensemble: str = "concat"  # concat | mean | max | lse
@@ -48,8 +52,16 @@ class EvalConfig:
     paragraph: bool = False  # DiDeMo, ActivityNet: a video's captions joined into one query
     image_res: int | None = None  # default: the model's image size
     batch_size: int = 16
-    num_workers: int = 0
+    num_workers: Any = "auto"  # data-loader workers: auto (sized from the machine and device) or a count
     tokenizer: str | None = None  # vocab.txt or tokenizer directory; default: the bundled bert-base-uncased
+    # auto: bf16 (fp16 where bf16 is missing) autocast on a GPU, as the release evaluates in fp16; fp32 on
+    # the CPU, where it gives the release's fp32 numbers exactly
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    # encoded videos' frame tokens are stored once, in this dtype (auto: the compute dtype)...
+    eval_store_dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    # ...and on the CPU instead of the GPU when true (the release's `eval_offload`); re-ranking streams
+    # each video's tokens to the device
+    eval_offload: bool = False
 
 
 def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> EvalConfig:
@@ -72,6 +84,11 @@ def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> Eval
         cfg = OmegaConf.to_object(base)
     except Exception as e:  # noqa: BLE001 - OmegaConf's errors (missing env var, bad type) -> one clear line
         raise ValueError(f"{path or 'config'}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
+    if cfg.eval_store_dtype not in STORE_DTYPES:
+        raise ValueError(f"eval_store_dtype must be one of {sorted(STORE_DTYPES)}, got {cfg.eval_store_dtype!r}")
+    auto_num_workers("cpu", cfg.num_workers)  # validates
     if cfg.task not in ("retrieval", "mc", "qa"):
         raise ValueError(f"task must be retrieval, mc or qa, got {cfg.task!r}")
     if not cfg.test_file:
@@ -79,27 +96,75 @@ def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> Eval
     return cfg
 
 
-def _media_loader(media: list, cfg: EvalConfig, image_res: int) -> DataLoader:
+STORE_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def eval_precision(cfg: EvalConfig, device: torch.device) -> str:
+    """The precision evaluation computes in (`auto`: bf16/fp16 on a GPU, fp32 on the CPU)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return resolve_precision("auto", device) if device.type == "cuda" else "fp32"
+
+
+def store_dtype(cfg: EvalConfig, device: torch.device) -> torch.dtype:
+    """The dtype encoded frame tokens are kept in (`auto`: the compute dtype)."""
+    explicit = STORE_DTYPES[cfg.eval_store_dtype]
+    if explicit is not None:
+        return explicit
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[eval_precision(cfg, device)]
+
+
+def _media_loader(media: list, cfg: EvalConfig, image_res: int, device: torch.device) -> DataLoader:
     """Test frames of `media`, batched (unreadable items come back counted in `batch["skipped"]`)."""
     ds = MediaEvalDataset(media, EvalTransform(image_res), cfg.num_frames_test, cfg.sample_type_test)
-    return DataLoader(ds, batch_size=cfg.batch_size, collate_fn=media_collate, num_workers=cfg.num_workers)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        collate_fn=media_collate,
+        num_workers=auto_num_workers(device, cfg.num_workers),
+        pin_memory=device.type == "cuda",
+    )
 
 
-def encode_media(model, media: list, cfg: EvalConfig, image_res: int, progress: bool = True) -> EncodedVideos:
-    """Test frames of every item (`cfg.num_frames_test`, `cfg.sample_type_test`) through the vision side;
-    an unreadable item is an `EvalDataError`."""
-    parts: list[EncodedVideos] = []
-    failed = 0
-    loader = _media_loader(media, cfg, image_res)
-    for batch in tqdm(loader, desc="encoding videos", unit="batch", disable=not progress):
-        failed += batch["skipped"]
-        if batch["size"]:
-            parts.append(encode_videos(model, batch["video"]))
+def _check_readable(failed: int) -> None:
+    """Raise on every rank alike when any rank met unreadable test media."""
+    failed = sum_int(failed)
     if failed:
         raise EvalDataError(
             f"{failed} test video(s) could not be read (see the warnings above); evaluation needs every test video"
         )
-    return EncodedVideos(*(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "frame_tokens", "feats")))
+
+
+def encode_media(model, media: list, cfg: EvalConfig, image_res: int, progress: bool = True) -> EncodedVideos:
+    """Test frames of every item (`cfg.num_frames_test`, `cfg.sample_type_test`) through the vision side
+    on the model's device, in the configured precision; frame tokens stored once in `eval_store_dtype`
+    (on the CPU with `eval_offload`). Under torch.distributed each rank encodes and keeps its share of
+    the items, and the features are gathered. An unreadable item is an `EvalDataError`."""
+    device = model_device(model)
+    mine = list(my_share(len(media)))
+    dtype = store_dtype(cfg, device)
+    store_device = torch.device("cpu") if cfg.eval_offload else device
+    parts: list[EncodedVideos] = []
+    failed = 0
+    loader = _media_loader([media[i] for i in mine], cfg, image_res, device)
+    with autocast(eval_precision(cfg, device), device):
+        for batch in tqdm(loader, desc="encoding videos", unit="batch", disable=not progress or not is_main()):
+            failed += batch["skipped"]
+            if batch["size"]:
+                enc = encode_videos(model, batch["video"], dtype, store_device)
+                if cfg.eval_offload and device.type == "cuda":
+                    enc.frame_tokens = enc.frame_tokens.pin_memory()
+                parts.append(enc)
+    _check_readable(failed)
+    if not parts:  # more ranks than items: an empty share with the right shapes
+        blank = torch.zeros(1, max(cfg.num_frames_test, 1), 3, image_res, image_res)
+        with autocast(eval_precision(cfg, device), device):
+            parts = [encode_videos(model, blank, dtype, store_device)]
+        parts[0] = EncodedVideos(parts[0].frame_tokens[:0], parts[0].feats[:0])
+    tokens = torch.cat([p.frame_tokens for p in parts])
+    feats = gather_strided(torch.cat([p.feats for p in parts]), len(media))
+    _, world = rank_world()
+    return EncodedVideos(tokens, feats, torch.tensor(mine) if world > 1 else None)
 
 
 def encode_text_list(
@@ -107,7 +172,7 @@ def encode_text_list(
 ) -> EncodedTexts:
     """Text tokens, masks and features of `texts`; padded to the longest text (the release pads to
     `max_len`: the same scores, more padded positions in every re-ranking pass)."""
-    enc = tokenizer(texts, max_len, pad_to_longest)
+    enc = to_device(tokenizer(texts, max_len, pad_to_longest), model_device(model))
     parts = []
     for start in range(0, len(texts), batch):
         sl = slice(start, start + batch)
@@ -124,72 +189,91 @@ def _best_ranks(scores: torch.Tensor, gts: list[list[int]]) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run the evaluation, write `metrics.json` and `ranks.json` / `predictions.json`; return the metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def evaluate(model, cfg: EvalConfig, out_dir: str | Path | None) -> dict[str, Any]:
+    """Run the evaluation on the model's device, write `metrics.json` and `ranks.json` /
+    `predictions.json` to `out_dir` (None: write nothing); return the metrics. Under torch.distributed
+    every rank takes its share of the work, every rank returns the same metrics and rank 0 writes."""
+    out_dir = Path(out_dir) if out_dir is not None and is_main() else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
+    device = model_device(model)
     tokenizer = ReleaseTokenizer(cfg.tokenizer)
     res = cfg.image_res or model.config.vision.image_size
     ens = cfg.eval_frame_ensemble
-    if cfg.task == "retrieval":
-        ev = load_retrieval_eval(cfg.test_file, cfg.multi_video_gt, cfg.paragraph)
-        texts = encode_text_list(model, tokenizer, ev.texts, cfg.max_txt_l)
-        videos = encode_media(model, ev.media, cfg, res)
-        s = rerank(model, texts, videos, k_test=cfg.k_test, ensemble=ens, progress=True)
-        metrics = {
-            "reranked": retrieval_metrics(s.v2t_x, s.t2v_x, ev.text_to_media, ev.media_to_text),
-            "dual_encoder": retrieval_metrics(s.v2t_emb, s.t2v_emb, ev.text_to_media, ev.media_to_text),
-        }
-        detail = {
-            "text_to_video_rank": _best_ranks(s.t2v_x, ev.text_to_media),
-            "video_to_text_rank": _best_ranks(s.v2t_x, ev.media_to_text),
-            "texts": ev.texts,
-            "videos": ev.media,
-        }
-        (out_dir / "ranks.json").write_text(json.dumps(detail))
-    elif cfg.task == "mc":
-        items = load_mc(cfg.test_file)
-        options = encode_text_list(model, tokenizer, [o for it in items for o in it.options], cfg.max_txt_l)
-        videos = encode_media(model, [it.media for it in items], cfg, res)
-        n_opt = len(items[0].options)
-        scores = mc_scores(model, videos, options, n_opt, ens)
-        metrics = {"accuracy": mc_accuracy(scores, [it.answer for it in items])}
-        preds = [
-            {"video": it.media, "prediction": int(p), "answer": it.answer}
-            for it, p in zip(items, scores.argmax(1).tolist(), strict=True)
-        ]
-        (out_dir / "predictions.json").write_text(json.dumps(preds, indent=1))
-    else:
-        if cfg.answer_list is None and not cfg.qa_generate:
-            raise ValueError("QA evaluation needs answer_list (or qa_generate=true for open-ended answers)")
-        items = load_qa(cfg.test_file)
-        answers = load_answer_list(cfg.answer_list) if cfg.answer_list else []
-        enc_a = tokenizer([f"{a} [SEP]" for a in answers], cfg.max_a_len) if answers else None
-        preds = []
-        for batch in tqdm(_media_loader([it.media for it in items], cfg, res), desc="answering", unit="batch"):
-            if batch["skipped"]:
-                raise EvalDataError("a test video could not be read; evaluation needs every test video")
-            its = [items[i] for i in batch["index"].tolist()]
-            q = tokenizer([it.question for it in its], cfg.max_q_len)
-            if cfg.qa_generate:  # open-ended: greedy decoding, no answer list needed
-                gen = greedy_answers(model, batch["video"], q["input_ids"], q["attention_mask"], cfg.max_a_len)
-                texts = [decode_answer(tokenizer, row) for row in gen.tolist()]
-            else:
-                ranking = model.rank_answers(
-                    batch["video"],
-                    q["input_ids"],
-                    q["attention_mask"],
-                    enc_a["input_ids"],
-                    enc_a["attention_mask"],
-                    k=cfg.k_test,
-                    ensemble=ens,
-                )
-                texts = [answers[best] for best in ranking.topk_ids[:, 0].tolist()]
-            for it, text in zip(its, texts, strict=True):
-                preds.append(make_prediction(it.question_id, text, it.answers))
-        metrics = {"accuracy": qa_accuracy(preds)}
-        (out_dir / "predictions.json").write_text(json.dumps(predictions_to_json(preds), indent=1))
+    files: dict[str, Any] = {}
+    with autocast(eval_precision(cfg, device), device):
+        if cfg.task == "retrieval":
+            ev = load_retrieval_eval(cfg.test_file, cfg.multi_video_gt, cfg.paragraph)
+            texts = encode_text_list(model, tokenizer, ev.texts, cfg.max_txt_l)
+            videos = encode_media(model, ev.media, cfg, res)
+            s = rerank(model, texts, videos, k_test=cfg.k_test, ensemble=ens, progress=is_main())
+            metrics = {
+                "reranked": retrieval_metrics(s.v2t_x, s.t2v_x, ev.text_to_media, ev.media_to_text),
+                "dual_encoder": retrieval_metrics(s.v2t_emb, s.t2v_emb, ev.text_to_media, ev.media_to_text),
+            }
+            files["ranks.json"] = {
+                "text_to_video_rank": _best_ranks(s.t2v_x, ev.text_to_media),
+                "video_to_text_rank": _best_ranks(s.v2t_x, ev.media_to_text),
+                "texts": ev.texts,
+                "videos": ev.media,
+            }
+        elif cfg.task == "mc":
+            items = load_mc(cfg.test_file)
+            options = encode_text_list(model, tokenizer, [o for it in items for o in it.options], cfg.max_txt_l)
+            videos = encode_media(model, [it.media for it in items], cfg, res)
+            n_opt = len(items[0].options)
+            scores = mc_scores(model, videos, options, n_opt, ens)
+            metrics = {"accuracy": mc_accuracy(scores, [it.answer for it in items])}
+            files["predictions.json"] = [
+                {"video": it.media, "prediction": int(p), "answer": it.answer}
+                for it, p in zip(items, scores.argmax(1).tolist(), strict=True)
+            ]
+        else:
+            preds = _answer_questions(model, cfg, tokenizer, res, device)
+            metrics = {"accuracy": qa_accuracy(preds)}
+            files["predictions.json"] = predictions_to_json(preds)
     result = {"task": cfg.task, "ensemble": ens, "num_frames_test": cfg.num_frames_test, **metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if out_dir is not None:
+        for name, content in files.items():
+            (out_dir / name).write_text(json.dumps(content, indent=None if name == "ranks.json" else 1))
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _answer_questions(model, cfg: EvalConfig, tokenizer, res: int, device: torch.device) -> list:
+    """Predictions for every question (each rank answers its share; gathered in question order)."""
+    if cfg.answer_list is None and not cfg.qa_generate:
+        raise ValueError("QA evaluation needs answer_list (or qa_generate=true for open-ended answers)")
+    items = load_qa(cfg.test_file)
+    answers = load_answer_list(cfg.answer_list) if cfg.answer_list else []
+    enc_a = to_device(tokenizer([f"{a} [SEP]" for a in answers], cfg.max_a_len), device) if answers else None
+    mine = list(my_share(len(items)))
+    preds: list[tuple[int, Any]] = []
+    failed = 0
+    loader = _media_loader([items[i].media for i in mine], cfg, res, device)
+    for batch in tqdm(loader, desc="answering", unit="batch", disable=not is_main()):
+        failed += batch["skipped"]
+        if not batch["size"]:
+            continue
+        its = [(mine[i], items[mine[i]]) for i in batch["index"].tolist()]
+        q = to_device(tokenizer([it.question for _, it in its], cfg.max_q_len), device)
+        video = batch["video"].to(device, non_blocking=True)
+        if cfg.qa_generate:  # open-ended: greedy decoding, no answer list needed
+            gen = greedy_answers(model, video, q["input_ids"], q["attention_mask"], cfg.max_a_len)
+            texts = [decode_answer(tokenizer, row) for row in gen.tolist()]
+        else:
+            ranking = model.rank_answers(
+                video,
+                q["input_ids"],
+                q["attention_mask"],
+                enc_a["input_ids"],
+                enc_a["attention_mask"],
+                k=cfg.k_test,
+                ensemble=cfg.eval_frame_ensemble,
+            )
+            texts = [answers[best] for best in ranking.topk_ids[:, 0].tolist()]
+        for (i, it), text in zip(its, texts, strict=True):
+            preds.append((i, make_prediction(it.question_id, text, it.answers, cfg.qa_metric, it.all_answers)))
+    _check_readable(failed)
+    return [p for _, p in sorted(gather_objects(preds), key=lambda x: x[0])]

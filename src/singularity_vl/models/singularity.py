@@ -162,18 +162,28 @@ class SingularityBase(nn.Module):
         tmp_c.replace(directory / CONFIG_NAME)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu", **overrides) -> SingularityBase:
-        """Load a directory written by `save_pretrained` (any task; the class comes from `config.task`)."""
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str | torch.device | None = "cpu",
+        map_location: str | torch.device | None = None,
+        **overrides,
+    ) -> SingularityBase:
+        """Load a directory written by `save_pretrained` (any task; the class comes from `config.task`),
+        built directly on `device` (`None`/"auto": a GPU when there is one; `map_location` is an alias)."""
+        from singularity_vl.devices import resolve_device
+
+        device = resolve_device(map_location if map_location is not None else device)
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
         config = SingularityConfig.load(directory / CONFIG_NAME)
         for key, value in overrides.items():
             setattr(config, key, value)
-        model = create_empty_model(config)
+        model = create_empty_model(config, device)
         if cls is not SingularityBase and not isinstance(model, cls):
             raise TypeError(f"{directory} holds a {config.task!r} model, not a {cls.__name__}")
-        state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
+        state = load_file(str(directory / WEIGHTS_NAME), device=str(device))
         model.load_state_dict_strict(state, source=str(directory / WEIGHTS_NAME))
         return model
 
@@ -622,13 +632,14 @@ def add_temporal_modules(
     return new
 
 
-def create_empty_model(config: SingularityConfig) -> SingularityBase:
-    """A model with uninitialised parameters (no random init), ready to receive a full state dict fast."""
+def create_empty_model(config: SingularityConfig, device: torch.device | str = "cpu") -> SingularityBase:
+    """A model with uninitialised parameters (no random init) on `device`, ready to receive a full state
+    dict fast."""
     with torch.device("meta"):
         model = MODEL_CLASSES[config.task](config)
-    model = model.to_empty(device="cpu")
+    model = model.to_empty(device=device)
     for module in model.modules():
         if hasattr(module, "position_ids") and isinstance(module.position_ids, torch.Tensor):
-            module.position_ids = torch.arange(module.position_ids.shape[1])[None]
+            module.position_ids = torch.arange(module.position_ids.shape[1], device=device)[None]
     model.tie_weights()
     return model

@@ -67,6 +67,8 @@ class TrainConfig:
     batch_size: dict[str, int] = field(default_factory=lambda: {"image": 128, "video": 96})
     batch_size_test: int = 64
     k_test: int = 128
+    eval_offload: bool = False  # evaluation: keep encoded test videos on the CPU (long videos, many frames)
+    eval_store_dtype: str = "auto"  # evaluation: dtype of the stored video tokens (auto: the compute dtype)
     flip: str = "off"  # off | on (release) | swap (flip and swap left/right in captions)
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resized crop area (release)
     loss_weight: dict[str, float] = field(default_factory=lambda: {"itc": 1.0, "itm": 1.0, "mlm": 1.0})
@@ -83,7 +85,10 @@ class TrainConfig:
     # only for captions whose reversed event is another event, e.g. SSv2-template-like "moves to the left")
     itm_reversed_negatives: bool = False
     seed: int = 42
-    num_workers: int = 2
+    device: str = (
+        "auto"  # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N; torchrun: LOCAL_RANK's GPU
+    )
+    num_workers: Any = "auto"  # data-loader workers per process: auto (sized from the machine and device) or a count
     # MiB of decoded videos kept in memory (0: off): each file decoded once, later epochs read from memory;
     # for corpora that fit, with num_workers=0 (a worker keeps its own copy)
     decoded_clip_cache_mb: float = 0.0
@@ -119,6 +124,13 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         raise ValueError("train_file is required: a list of [annotation.json, media root, 'image'|'video']")
     if cfg.grad_accum < 1:
         raise ValueError("grad_accum must be >= 1")
+    if cfg.model_selection not in ("last", "val"):
+        raise ValueError(f"model_selection must be last or val, got {cfg.model_selection!r}")
+    if cfg.model_selection == "val" and not cfg.val_file:
+        raise ValueError("model_selection=val needs val_file: [annotation.json, media root, 'video'|'image']")
+    from singularity_vl.devices import auto_num_workers
+
+    auto_num_workers("cpu", cfg.num_workers)  # validates
     if cfg.qa_metric not in ("exact", "vqa"):
         raise ValueError(f"qa_metric must be exact or vqa, got {cfg.qa_metric!r}")
     check_initial_weights(cfg)

@@ -30,6 +30,8 @@ from singularity_vl.data.datasets import (
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.data.video_reader import set_decoded_clip_cache
+from singularity_vl.devices import auto_num_workers, resolve_device, to_device
+from singularity_vl.distributed import all_agree, sum_int
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
@@ -65,18 +67,20 @@ class EpochSampler(Sampler[int]):
         return len(self.indices()) - self.skip_batches * self.batch_size
 
 
-def init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; a plain process is rank 0 of 1."""
+def init_distributed(device: str | torch.device | None = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment and the requested `device`; a plain
+    process is rank 0 of 1. Under torchrun a CUDA device means this process's GPU (`LOCAL_RANK`), and
+    the backend is NCCL on GPUs, gloo on CPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        index = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+    return rank, world, dev
 
 
 def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, float]:
@@ -112,7 +116,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.rank, self.world, self.device = init_distributed()
+        self.rank, self.world, self.device = init_distributed(cfg.device)
         self.out = Path(cfg.output_dir)
         self.stop_requested = False
         torch.manual_seed(cfg.seed)
@@ -136,6 +140,7 @@ class Trainer:
         if cfg.decoded_clip_cache_mb > 0:
             set_decoded_clip_cache(cfg.decoded_clip_cache_mb)
         self.tokenizer = ReleaseTokenizer(cfg.tokenizer)
+        self.num_workers = auto_num_workers(self.device, cfg.num_workers)
         res = self.model.config.vision.image_size
         self.loaders: dict[str, DataLoader] = {}
         self.samplers: dict[str, EpochSampler] = {}
@@ -150,9 +155,10 @@ class Trainer:
                 batch_size=bs,
                 sampler=sampler,
                 collate_fn=collate,
-                num_workers=cfg.num_workers,
+                num_workers=self.num_workers,
                 worker_init_fn=seed_worker,
                 drop_last=True,
+                pin_memory=self.device.type == "cuda",
             )
         steps_per_epoch = math.ceil(self.steps_in_epoch() / cfg.grad_accum)
         self.optimizer = create_optimizer(
@@ -170,9 +176,16 @@ class Trainer:
             cfg.scheduler.warmup_epochs,
             cfg.scheduler.min_lr_multi,
         )
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        # loss scaling guards fp16 gradients against underflow on GPUs; CPU autocast runs without it
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" and self.device.type == "cuda" else None
         self.epoch, self.step_in_epoch, self.global_step, self.best = 0, 0, 0, None
+        self.best_epoch: int | None = None
+        self.epoch_metrics: dict[int, dict[str, Any]] = {}  # finished epoch -> {"val": ..., "test": ...}
         self.skipped_files = 0
+        self._group_has_grads = False  # some micro-batch of the current accumulation group went backward
+        self._values: dict[str, torch.Tensor] | None = None  # losses of the group's last micro-batch
+        self._media = ""
+        self._last_saved: tuple[int, int, int] | None = None
         self._resume()
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.world > 1 else self.model
         if cfg.compile:
@@ -227,9 +240,15 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "best": self.best if self.best is not None else float("nan"),
+            "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
+            "epoch_metrics": json.dumps({str(k): v for k, v in self.epoch_metrics.items()}),
         }
 
     def save(self) -> None:
+        """A checkpoint of this exact point (written once: a second call at the same point does nothing)."""
+        point = (self.global_step, self.epoch, self.step_in_epoch)
+        if point == self._last_saved:
+            return
         if self.rank == 0:
             ck.save_checkpoint(
                 self.out,
@@ -239,6 +258,7 @@ class Trainer:
                 {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch},
                 self.cfg.keep_last,
             )
+        self._last_saved = point
         if self.world > 1:
             dist.barrier()
 
@@ -262,6 +282,9 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best = state.get("best", float("nan"))
         self.best = None if best != best else best
+        self.best_epoch = None if state.get("best_epoch", -1) < 0 else state["best_epoch"]
+        self.epoch_metrics = {int(k): v for k, v in json.loads(state.get("epoch_metrics", "{}")).items()}
+        self._last_saved = (self.global_step, self.epoch, self.step_in_epoch)
         if self.rank == 0:
             print(
                 f"resumed from {path} (epoch {self.epoch}, step {self.step_in_epoch}, global step {self.global_step})"
@@ -285,30 +308,35 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(to_yaml(cfg))
-            print(f"training in {self.precision} on {self.device} (precision={cfg.precision})")
+            print(
+                f"training in {self.precision} on {self.device} (precision={cfg.precision}),"
+                f" {self.world} process(es), {self.num_workers} data worker(s) each"
+            )
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         epochs = math.ceil(cfg.scheduler.epochs)
         try:
+            if self.epoch > 0 and self.step_in_epoch == 0 and (self.epoch - 1) not in self.epoch_metrics:
+                self._evaluate_epoch()  # resumed after an epoch end whose evaluation did not finish
             while self.epoch < epochs:
-                finished = self._train_epoch()
-                if not finished:
+                if not self._train_epoch():
                     self.save()
                     return {"stopped": True, "global_step": self.global_step}
                 self.epoch += 1
                 self.step_in_epoch = 0
-                metrics = self._evaluate()
-                self.save()
-                if metrics is not None and self.rank == 0:
-                    self._maybe_best(metrics)
+                self.save()  # the epoch's weights before its evaluation: a crash there loses nothing
+                self._evaluate_epoch()
+            kept = self._keep_model()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        return {"stopped": False, "global_step": self.global_step, "best": self.best}
+        return {"stopped": False, "global_step": self.global_step, "best": self.best, **kept}
 
     def _train_epoch(self) -> bool:
-        """One epoch from `step_in_epoch`; False when stopped early (signal or max_steps)."""
+        """One epoch from `step_in_epoch`; False when stopped early (signal or max_steps). Every rank
+        makes the same decisions (step or skip a micro-batch, stop), so all take part in every collective."""
         cfg = self.cfg
         order = self.order(self.epoch)
+        n, ga = len(order), cfg.grad_accum
         for name, sampler in self.samplers.items():
             sampler.set_epoch(self.epoch)
             sampler.skip_batches = order[: self.step_in_epoch].count(name)
@@ -316,36 +344,42 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # starting loaders must not move the global RNG (exact resume)
             iters = {n: iter(loader) for n, loader in self.loaders.items()}
         self.ddp.train()
-        bar = tqdm(total=len(order), initial=self.step_in_epoch, desc=f"epoch {self.epoch}", disable=self.rank != 0)
+        bar = tqdm(total=n, initial=self.step_in_epoch, desc=f"epoch {self.epoch}", disable=self.rank != 0)
         skipped_epoch = 0
         start = time.time()
-        for name in order[self.step_in_epoch :]:
+        for i in range(self.step_in_epoch, n):
+            name = order[i]
             batch = next(iters[name])
             skipped_epoch += batch["skipped"]
-            if batch["size"] >= 2:
-                self._step(batch, name)
-            self.step_in_epoch += 1
+            # accumulation groups of `grad_accum` micro-batches; the epoch's last group may be shorter and is
+            # stepped all the same (no gradient carried into the next epoch)
+            group_start = i - i % ga
+            group_end = min(n, group_start + ga)
+            if all_agree(batch["size"] >= 2):  # a rank with < 2 readable samples: every rank skips it
+                self._forward_backward(batch, name, group_end - group_start)
+            self.step_in_epoch = i + 1
             bar.update()
-            if (
-                cfg.checkpoint_every
-                and self.global_step
-                and self.global_step % cfg.checkpoint_every == 0
-                and self.step_in_epoch % cfg.grad_accum == 0
-            ):
-                self.save()
-            if self.stop_requested or (cfg.max_steps and self.global_step >= cfg.max_steps):
+            if self.step_in_epoch < group_end:
+                continue
+            self._optimizer_step()
+            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 and self.step_in_epoch < n:
+                self.save()  # (the epoch's last step is saved by the epoch end)
+            stop = not all_agree(not self.stop_requested)
+            if stop or (cfg.max_steps and self.global_step >= cfg.max_steps):
                 bar.close()
                 return False
         bar.close()
+        skipped_epoch = sum_int(skipped_epoch)
         self.skipped_files += skipped_epoch
         if self.rank == 0:
             print(f"epoch {self.epoch}: {skipped_epoch} unreadable file(s) skipped; {time.time() - start:.0f}s")
         self._log({"epoch": self.epoch, "skipped_files": skipped_epoch})
         return True
 
-    def _step(self, batch: dict[str, Any], media: str) -> None:
+    def _forward_backward(self, batch: dict[str, Any], media: str, group_size: int) -> None:
+        """One micro-batch: losses, scaled to the accumulation group, backward."""
         cfg = self.cfg
-        video = batch["video"].to(self.device, non_blocking=True)
+        batch = to_device(batch, self.device)  # the one place training inputs are moved
         with autocast(self.precision, self.device, cache_enabled=not cfg.gradient_checkpointing):
             if cfg.task == "qa":
                 keys = (
@@ -356,16 +390,13 @@ class Trainer:
                     "answers_per_question",
                     "answer_weights",
                 )
-                qa_loss = self.ddp(video, *(batch[k].to(self.device) for k in keys))
-                values = {"loss": qa_loss}
+                values = {"loss": self.ddp(batch["video"], *(batch[k] for k in keys))}
             else:
-                ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-                vid = batch["video_ids"].to(self.device)
                 out = self.ddp(
-                    video,
-                    ids,
-                    mask,
-                    vid,
+                    batch["video"],
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    batch["video_ids"],
                     loss_weights=cfg.loss_weight,
                     itc_gather=cfg.itc_gather,
                     itm_reversed_negatives=cfg.itm_reversed_negatives,
@@ -373,61 +404,111 @@ class Trainer:
                 values = {"loss": out.loss, "loss_itc": out.loss_itc, "loss_itm": out.loss_itm}
                 if out.loss_mlm is not None:
                     values["loss_mlm"] = out.loss_mlm
-        loss = values["loss"] / cfg.grad_accum
+        loss = values["loss"] / group_size
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if (self.step_in_epoch + 1) % cfg.grad_accum:
-            return
-        if cfg.optimizer.max_grad_norm > 0:
+        self._group_has_grads, self._values, self._media = True, values, media
+
+    def _optimizer_step(self) -> None:
+        """The end of an accumulation group: clip, step, schedule, log. A group whose micro-batches were
+        all skipped still advances the schedule, so its length stays the planned one."""
+        cfg = self.cfg
+        values = self._values
+        if self._group_has_grads:
+            if cfg.optimizer.max_grad_norm > 0:
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), cfg.optimizer.max_grad_norm
+                )
             if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            values["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optimizer.max_grad_norm)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.global_step += 1
-        if self.global_step % cfg.log_every == 0 or self.global_step == 1:
+        self._group_has_grads, self._values = False, None
+        if values is not None and (self.global_step % cfg.log_every == 0 or self.global_step == 1):
             values = _reduce_mean({k: v.item() for k, v in values.items()}, self.world, self.device)
             self._log(
                 {
                     "step": self.global_step,
                     "epoch": self.epoch,
-                    "media": media,
+                    "media": self._media,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     **values,
                 }
             )
 
-    def _evaluate(self) -> dict[str, Any] | None:
-        if not self.cfg.test_file:
-            return None
-        from singularity_vl.eval.run import EvalConfig, evaluate
+    # --- evaluation and model selection ---------------------------------------------------------
+    def _eval_config(self, files: list[str]):
+        from singularity_vl.eval.run import EvalConfig
 
-        ecfg = EvalConfig(
-            task="qa" if self.cfg.task == "qa" else "retrieval",
-            multi_video_gt=self.cfg.multi_video_gt,
-            paragraph=self.cfg.paragraph,
-            answer_list=self.cfg.answer_list,
-            max_q_len=self.cfg.max_q_len,
-            max_a_len=self.cfg.max_a_len,
-            test_file=list(self.cfg.test_file),
-            num_frames_test=self.cfg.num_frames_test,
-            sample_type_test=self.cfg.sample_type_test,
-            k_test=self.cfg.k_test,
-            max_txt_l=self.cfg.max_txt_l,
-            batch_size=self.cfg.batch_size_test,
-            tokenizer=self.cfg.tokenizer,
+        c = self.cfg
+        return EvalConfig(
+            task="qa" if c.task == "qa" else "retrieval",
+            multi_video_gt=c.multi_video_gt,
+            paragraph=c.paragraph,
+            answer_list=c.answer_list,
+            max_q_len=c.max_q_len,
+            max_a_len=c.max_a_len,
+            test_file=list(files),
+            num_frames_test=c.num_frames_test,
+            sample_type_test=c.sample_type_test,
+            k_test=c.k_test,
+            max_txt_l=c.max_txt_l,
+            batch_size=c.batch_size_test,
+            tokenizer=c.tokenizer,
+            num_workers=c.num_workers,
+            eval_offload=c.eval_offload,
+            eval_store_dtype=c.eval_store_dtype,
         )
-        result = evaluate(self.model, ecfg, self.out / f"eval_epoch{self.epoch - 1:03d}")
-        self._log({"epoch": self.epoch - 1, "eval": result})
-        return result
 
-    def _maybe_best(self, metrics: dict[str, Any]) -> None:
-        value = metrics["reranked"].get(self.cfg.stop_key) if "reranked" in metrics else metrics.get("accuracy")
-        if value is not None and (self.best is None or value > self.best):
-            self.best = value
-            self.model.save_pretrained(self.out / "best")
-            (self.out / "best" / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    def _evaluate_epoch(self) -> None:
+        """Evaluate the epoch just finished on `val_file` and `test_file` (each that is set; every rank
+        takes part, rank 0 writes); with `model_selection=val` a better val score becomes `best/`."""
+        from singularity_vl.eval.run import evaluate
+
+        cfg, e = self.cfg, self.epoch - 1
+        splits = {"val": cfg.val_file, "test": cfg.test_file}
+        results = {}
+        for split, files in splits.items():
+            if files:
+                name = f"eval_epoch{e:03d}" + ("_val" if split == "val" else "")
+                results[split] = evaluate(self.model, self._eval_config(files), self.out / name)
+        if not results:
+            return
+        self.epoch_metrics[e] = results
+        self._log({"epoch": e, **({"eval": results["test"]} if "test" in results else {}), "evals": results})
+        if cfg.model_selection == "val":
+            value = _selection_value(results["val"], cfg.stop_key)
+            if value is not None and (self.best is None or value > self.best):
+                self.best, self.best_epoch = value, e
+                if self.rank == 0:
+                    self.model.save_pretrained(self.out / "best")
+                    (self.out / "best" / "metrics.json").write_text(json.dumps(results, indent=2))
+
+    def _keep_model(self) -> dict[str, Any]:
+        """After the last epoch: the kept model in `best/` (the last epoch's, or the best on val) and the
+        run's `metrics.json` with its val and test results."""
+        cfg = self.cfg
+        last = math.ceil(cfg.scheduler.epochs) - 1
+        kept = self.best_epoch if cfg.model_selection == "val" and self.best_epoch is not None else last
+        results = self.epoch_metrics.get(kept, {})
+        summary = {"model_selection": cfg.model_selection, "kept_epoch": kept, **results}
+        if self.rank == 0:
+            if kept == last and cfg.model_selection == "last":
+                self.model.save_pretrained(self.out / "best")
+            if (self.out / "best").is_dir():
+                (self.out / "best" / "metrics.json").write_text(json.dumps(summary, indent=2))
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return {"kept_epoch": kept, "metrics": results}
+
+
+def _selection_value(metrics: dict[str, Any], stop_key: str) -> float | None:
+    """The number that selects the kept model: `stop_key` of the re-ranked retrieval metrics, or QA/MC
+    accuracy."""
+    if "reranked" in metrics:
+        return metrics["reranked"].get(stop_key)
+    return metrics.get("accuracy")
