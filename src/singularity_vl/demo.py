@@ -364,7 +364,7 @@ def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: D
                     encoded[run, frames] = ({m: i for i, m in enumerate(ev.media)}, videos)
                 index, all_videos = encoded[run, frames]
                 idx = torch.tensor([index[m] for m in ev.media])
-                videos = EncodedVideos(all_videos.tokens[idx], all_videos.frame_tokens[idx], all_videos.feats[idx])
+                videos = EncodedVideos(all_videos.frame_tokens[idx], all_videos.feats[idx])
                 scores = rerank_ensembles(model, texts, videos, k_test=k)
                 first = scores[ENSEMBLES[0]]  # dual-encoder scores are the same for every ensemble
                 dual = retrieval_metrics(first.v2t_emb, first.t2v_emb, ev.text_to_media, ev.media_to_text)
