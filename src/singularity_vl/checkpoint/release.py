@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, OpaqueObject, safe_torch_load
+from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, PickledConfigNode, safe_torch_load
 from singularity_vl.models.config import SingularityConfig, TemporalConfig, TextConfig, VisionConfig
 from singularity_vl.models.singularity import SingularityBase, create_empty_model
 from singularity_vl.models.vision import grid_from_table_rows, resize_rel_pos_bias_table
@@ -419,7 +419,7 @@ def read_release_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     if isinstance(obj, dict) and "model" in obj:
         state = obj["model"]
         raw = obj.get("config")
-        if isinstance(raw, OpaqueObject):
+        if isinstance(raw, PickledConfigNode):
             config = raw.to_plain()
         elif isinstance(raw, dict):
             config = raw
