@@ -232,6 +232,7 @@ class QAItem:
     answers: list[str]  # distinct answers
     weights: list[float]  # fraction of annotators giving each
     question_id: Any
+    all_answers: list[str] = field(default_factory=list)  # every annotator's answer, repeats kept (VQA accuracy)
 
 
 def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
@@ -245,7 +246,9 @@ def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
 
 
 def load_qa(spec: Sequence[str] | CorpusSpec, max_words: int | None = None) -> list[QAItem]:
-    """QA: `{"video" (or "image"), "question", "answer": str or [str], "question_id"}`."""
+    """QA: `{"video" (or "image"), "question", "answer": str or [str], "question_id"}`. The question is
+    cleaned with `pre_text`; answers are kept as written, as the release does (training targets and the
+    answer list alike), so a prediction from the answer list is compared with them string for string."""
     items = []
     for entry in load_corpus(spec, required=("question",)):
         q = entry.fields["question"]
@@ -255,9 +258,9 @@ def load_qa(spec: Sequence[str] | CorpusSpec, max_words: int | None = None) -> l
         raw = [raw] if isinstance(raw, str) else raw
         if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
             raise AnnotationError(f"{entry.source}: 'answer' must be a string or a list of strings")
-        answers, weights = answer_weights([pre_text(a) for a in raw]) if raw else ([], [])
+        answers, weights = answer_weights(list(raw)) if raw else ([], [])
         qid = entry.fields.get("question_id", entry.source)
-        items.append(QAItem(str(entry.media), pre_text(q, max_words), answers, weights, qid))
+        items.append(QAItem(str(entry.media), pre_text(q, max_words), answers, weights, qid, list(raw)))
     return items
 
 

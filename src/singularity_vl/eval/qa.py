@@ -3,6 +3,7 @@ predictions for a JSON file."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ class QAPrediction:
     prediction: str
     answers: list[str]  # ground truth
     correct: bool
+    score: float = 0.0  # 1/0 for exact matching; the VQA accuracy (0, 1/3, 2/3, 1 and averages) for VQA
 
 
 @torch.no_grad()
@@ -55,15 +57,105 @@ def decode_answer(tokenizer, ids: list[int]) -> str:
 
 
 def qa_accuracy(predictions: list[QAPrediction]) -> float:
-    """Percent of questions whose predicted answer is among the ground-truth answers."""
+    """Mean score in percent, two decimals: with exact matching the percent of questions answered right,
+    with `qa_metric=vqa` the VQA accuracy."""
     if not predictions:
         return 0.0
-    return round(100.0 * sum(p.correct for p in predictions) / len(predictions), 2)
+    return round(100.0 * sum(p.score for p in predictions) / len(predictions), 2)
 
 
 def predictions_to_json(predictions: list[QAPrediction]) -> list[dict[str, Any]]:
     return [asdict(p) for p in predictions]
 
 
-def make_prediction(question_id: Any, prediction: str, answers: list[str]) -> QAPrediction:
-    return QAPrediction(question_id, prediction, list(answers), prediction in answers)
+def make_prediction(
+    question_id: Any,
+    prediction: str,
+    answers: list[str],
+    metric: str = "exact",
+    all_answers: list[str] | None = None,
+) -> QAPrediction:
+    """Score one answer as the release does. `exact` (MSRVTT-QA, ActivityNet-QA): right when the predicted
+    string (an answer-list entry, as written there) equals a ground-truth answer as written in the
+    annotation; no normalisation on either side. `vqa`: the VQA accuracy against `all_answers` (the ten
+    annotators' answers, repeats kept; `answers` when not given)."""
+    if metric == "exact":
+        score = float(prediction in answers)
+    elif metric == "vqa":
+        score = vqa_accuracy(prediction, all_answers if all_answers else answers)
+    else:
+        raise ValueError(f"qa_metric must be exact or vqa, got {metric!r}")
+    return QAPrediction(question_id, prediction, list(answers), score >= 1.0, score)
+
+
+# --- VQA accuracy (the official VQA v2 evaluation, as the release's tasks/vqa_utils.py runs it) -----------
+
+# Contracted forms the official evaluation restores when an answer leaves out one of their apostrophes.
+_CONTRACTIONS = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
+    "he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've "
+    "mustn't must've needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't "
+    "shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
+    "something'd something'd've something'll that's there'd there'd've there're there's they'd they'd've "
+    "they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's "
+    "where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't "
+    "wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
+).split()
+
+
+def _contraction_map() -> dict[str, str]:
+    """Each contracted form keyed by its spellings with exactly one apostrophe left out (the official
+    table; its capitalised entries, e.g. "Im", never match a lower-cased word and are left out), plus the
+    table's one reversed entry."""
+    out = {"somebody'd": "somebodyd"}
+    for word in _CONTRACTIONS:
+        for i, ch in enumerate(word):
+            if ch == "'":
+                out[word[:i] + word[i + 1 :]] = word
+    return out
+
+
+_CONTRACTION_MAP = _contraction_map()
+_NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+_ARTICLES = {"a", "an", "the"}
+_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
+_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # the official pattern: drops every '.' not followed by a digit
+
+
+def vqa_punctuation(text: str) -> str:
+    """The official punctuation step: a mark next to a space (or any mark, when the text has a digit,digit
+    group) is deleted, otherwise it becomes a space; periods not followed by a digit are deleted."""
+    out = text
+    for mark in _VQA_PUNCT:
+        if (mark + " " in text or " " + mark in text) or _DIGIT_COMMA_DIGIT.search(text) is not None:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    return _PERIOD.sub("", out)
+
+
+def vqa_digits_articles(text: str) -> str:
+    """The official word step: lower-case, number words to digits, articles dropped, contractions restored."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTION_MAP.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_accuracy(prediction: str, gt_answers: list[str]) -> float:
+    """The VQA accuracy of one prediction: for each of the n annotators, min(#other annotators giving the
+    predicted answer / 3, 1), averaged over the n (so 3 or more of 10 agreeing gives 1). The prediction is
+    normalised (punctuation, digits, articles); ground truths get the punctuation step only, and only when
+    they disagree, as in the official evaluation."""
+    if not gt_answers:
+        raise ValueError("VQA accuracy needs the annotators' answers (none given)")
+    pred = prediction.replace("\n", " ").replace("\t", " ").strip()
+    pred = vqa_digits_articles(vqa_punctuation(pred))
+    gts = [vqa_punctuation(a) for a in gt_answers] if len(set(gt_answers)) > 1 else list(gt_answers)
+    accs = []
+    for i in range(len(gts)):
+        others = gts[:i] + gts[i + 1 :]
+        accs.append(min(1.0, sum(a == pred for a in others) / 3))
+    return sum(accs) / len(accs)

@@ -451,6 +451,7 @@ class Trainer:
             multi_video_gt=c.multi_video_gt,
             paragraph=c.paragraph,
             answer_list=c.answer_list,
+            qa_metric=c.qa_metric,
             max_q_len=c.max_q_len,
             max_a_len=c.max_a_len,
             test_file=list(files),
