@@ -214,8 +214,8 @@ class SingularityVL(nn.Module):
         if not answers:
             raise ValueError("answer_list is empty")
         q = self._texts([question], MAX_QUESTION_LEN)
-        cleaned = [f"{pre_text(a)} [SEP]" for a in answers]
-        a = self.tokenizer(cleaned, MAX_TEXT_LEN, pad_to_longest=True)
+        # answers are tokenised as written, as the release does (only the question is cleaned)
+        a = self.tokenizer([f"{ans} [SEP]" for ans in answers], MAX_TEXT_LEN, pad_to_longest=True)
         ranking = net.rank_answers(
             self._videos([video], num_frames),
             q["input_ids"],
