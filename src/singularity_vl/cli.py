@@ -113,6 +113,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_image_dataset(args: argparse.Namespace) -> int:
+    from singularity_vl.data.converters import images, vqa
+
+    common = {"image_root": args.image_root, "skip_missing": args.skip_missing}
+    if args.dataset == "coco":
+        summary = images.build_coco(args.karpathy, args.out, **common)
+    elif args.dataset == "flickr30k":
+        summary = images.build_flickr30k(args.karpathy, args.out, **common)
+    else:
+        summary = vqa.build_vqa(
+            args.train_questions,
+            args.train_annotations,
+            args.val_questions,
+            args.val_annotations,
+            args.out,
+            test_questions=args.test_questions,
+            minival=args.minival,
+            num_answers=args.num_answers,
+            **common,
+        )
+    print(summary.text())
+    return 0
+
+
+def _cmd_prepare_images(args: argparse.Namespace) -> int:
+    from singularity_vl.data.prepare_images import prepare_images
+
+    summary = prepare_images(args.src, args.dst, size=args.size, workers=args.workers)
+    print(summary.text())
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from singularity_vl.data.converters import activitynet, didemo, msrvtt, ssv2
 
@@ -219,6 +251,37 @@ def _prepare_parsers(sub) -> None:
     )
     p.add_argument("--data-dir", required=True)
     p.add_argument("--num-answers", type=int, default=1500, help="answer-list size (most frequent train answers)")
+
+    def add_image(name: str, help_: str):
+        p = datasets.add_parser(
+            name, help=help_, description=help_, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        p.add_argument("--out", required=True, help="folder for the JSON files (e.g. $SL_DATA_DIR/anno_downstream)")
+        p.add_argument("--image-root", default=None, help="check that every referenced image exists here")
+        p.add_argument("--skip-missing", action="store_true", help="drop entries whose image is missing (counted)")
+        p.set_defaults(func=_cmd_prepare_image_dataset)
+        return p
+
+    p = add_image(
+        "coco",
+        "COCO retrieval on the Karpathy splits: dataset_coco.json (Karpathy & Fei-Fei 2015); image paths\n"
+        "train2014/... and val2014/... under the COCO image folder.",
+    )
+    p.add_argument("--karpathy", required=True, help="dataset_coco.json")
+    p = add_image("flickr30k", "Flickr30K retrieval on the Karpathy splits: dataset_flickr30k.json.")
+    p.add_argument("--karpathy", required=True, help="dataset_flickr30k.json")
+    p = add_image(
+        "vqa",
+        "VQA v2: v2_OpenEnded_mscoco_{train2014,val2014}_questions.json, v2_mscoco_{train2014,val2014}_\n"
+        "annotations.json, optionally the test-dev2015 questions and a minival question-id list.",
+    )
+    p.add_argument("--train-questions", required=True)
+    p.add_argument("--train-annotations", required=True)
+    p.add_argument("--val-questions", required=True)
+    p.add_argument("--val-annotations", required=True)
+    p.add_argument("--test-questions", default=None, help="test-dev2015 (or test2015) questions, for submission")
+    p.add_argument("--minival", default=None, help="JSON list of minival question ids (or entries with one)")
+    p.add_argument("--num-answers", type=int, default=3128, help="answer-list size (most frequent majority answers)")
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -368,6 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim", type=float, default=None, help="keep only the first N seconds (release: DiDeMo)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 4)")
     p.set_defaults(func=_cmd_prepare_videos)
+
+    p = sub.add_parser(
+        "prepare-images",
+        help="resize a folder of images to a 224 px shorter side, as the release did (resumable, parallel)",
+    )
+    p.add_argument("src", help="folder of source images (searched recursively)")
+    p.add_argument("dst", help="output folder; the relative layout and file formats are kept")
+    p.add_argument("--size", type=int, default=224, help="shorter side in pixels (release: 224)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 4)")
+    p.set_defaults(func=_cmd_prepare_images)
 
     p = sub.add_parser("train", help="pre-train or fine-tune (one process, or many under torchrun)")
     p.add_argument("--config", default=None, help="YAML training config (see singularity_vl.train.config)")

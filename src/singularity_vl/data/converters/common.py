@@ -68,6 +68,7 @@ class Summary:
     files: dict[str, int] = field(default_factory=dict)  # output path -> entries
     counts: dict[str, int] = field(default_factory=dict)
     missing_videos: list[str] = field(default_factory=list)
+    media: str = "video"  # what the annotations point to, for messages: video | image
 
     def text(self) -> str:
         lines = [f"{self.dataset}:"]
@@ -75,7 +76,7 @@ class Summary:
         lines += [f"  wrote {path} ({n} entries)" for path, n in self.files.items()]
         if self.missing_videos:
             shown = ", ".join(self.missing_videos[:5]) + (" ..." if len(self.missing_videos) > 5 else "")
-            lines.append(f"  skipped {len(self.missing_videos)} entries whose video is missing: {shown}")
+            lines.append(f"  skipped {len(self.missing_videos)} entries whose {self.media} is missing: {shown}")
         return "\n".join(lines)
 
 
@@ -86,7 +87,7 @@ class VideoCheck:
     def __init__(self, root: str | Path | None, skip_missing: bool, summary: Summary) -> None:
         self.root = Path(root) if root is not None else None
         if self.root is not None and not self.root.is_dir():
-            raise ConvertError(f"{self.root}: video root is not a directory")
+            raise ConvertError(f"{self.root}: {summary.media} root is not a directory")
         self.skip_missing = skip_missing
         self.summary = summary
         self._missing: list[str] = []
@@ -103,7 +104,7 @@ class VideoCheck:
         if missing and not self.skip_missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise ConvertError(
-                f"{len(missing)} video(s) not found under {self.root}: {shown}"
+                f"{len(missing)} {self.summary.media}(s) not found under {self.root}: {shown}"
                 " (pass --skip-missing to drop their entries)"
             )
         self.summary.missing_videos = missing
