@@ -8,6 +8,7 @@ themselves, and the release's task conversions (pretrain -> retrieval / QA).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from singularity_vl.checkpoint.safe_pickle import NotACheckpointError, PickledConfigNode, safe_torch_load
 from singularity_vl.models.config import SingularityConfig, TemporalConfig, TextConfig, VisionConfig
-from singularity_vl.models.singularity import SingularityBase, create_empty_model
+from singularity_vl.models.singularity import SingularityBase, create_empty_model, create_model
 from singularity_vl.models.vision import grid_from_table_rows, resize_rel_pos_bias_table
 
 # release (transformers 4.15 BEiT) -> ours (transformers 5 BEiT), under `vision_encoder.`
@@ -480,15 +481,106 @@ def convert_release(
     return model, report
 
 
+# What each change of task leaves behind of our own model (everything else must find a home)
+_DROPPED_BY_TASK = {
+    "retrieval": ("mlm_head.",),
+    "qa": ("mlm_head.", "itm_head.", "vision_proj.", "text_proj.", "temp", "vision_encoder.pooler."),
+}
+
+
+def convert_own(
+    model: SingularityBase,
+    task: str,
+    num_frames: int | None = None,
+    image_size: int | None = None,
+    text_heads: int | None = None,
+) -> SingularityBase:
+    """Our model for another task with the config it was saved with: only what differs between the tasks
+    changes (pretrain -> retrieval drops the MLM head; pretrain -> QA builds the answer decoder from the
+    embeddings, fusion layers and MLM head, as the release does, and drops the ITC/ITM heads). Every other
+    weight keeps its name and value; a weight that would be left behind is an error."""
+    source = model.config.task
+    if text_heads is not None and text_heads != model.config.text.num_heads:
+        raise ValueError(
+            f"text_heads={text_heads}, but this model was saved with {model.config.text.num_heads} text heads"
+        )
+    if source != task and (source != "pretrain" or task not in _DROPPED_BY_TASK):
+        raise ValueError(f"cannot convert a {source} model to {task}; start from a pre-training model")
+    cfg = SingularityConfig.from_dict(model.config.to_dict())
+    cfg.task = task  # type: ignore[assignment]
+    fusion = cfg.text.fusion_layer
+    if task == "qa" and source != "qa":
+        cfg.decoder_num_layers = cfg.text.num_layers - fusion
+        cfg.vision.use_pooler = False
+    state = {k: v for k, v in model.state_dict().items() if k not in model._tied_keys()}
+    if num_frames is not None and num_frames != cfg.temporal.num_frames:
+        state["temporal_embeddings"] = resize_temporal_embeddings(state["temporal_embeddings"], num_frames)
+        cfg.temporal.num_frames = num_frames
+    if image_size is not None and image_size != cfg.vision.image_size:
+        if cfg.vision.abs_pos_emb or cfg.vision.backbone != "beit":
+            raise ValueError("image_size can be changed on load only for BEiT without absolute position embeddings")
+        grid = image_size // cfg.vision.patch_size
+        for key in state:
+            if key.endswith("relative_position_bias_table"):
+                state[key] = resize_rel_pos_bias_table(state[key], grid)
+        cfg.vision.image_size = image_size
+    cfg.validate()
+    # The release's QA decoder copies the fusion layers, whose cross-attention reads video tokens; the
+    # decoder's reads question states. With widths that differ, those key/value projections cannot be copied
+    # and keep a fresh init (at the release's sizes both are 768 wide and everything is copied).
+    fresh = re.compile(r"text_decoder\.bert\.encoder\.layer\.\d+\.crossattention\.self\.(key|value)\.")
+    widths_differ = task == "qa" and source != "qa" and cfg.vision.hidden_size != cfg.text.hidden_size
+    new = create_model(cfg) if widths_differ else create_empty_model(cfg)
+    used: set[str] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in new.state_dict().items():
+        if key in new._tied_keys():
+            continue
+        if widths_differ and fresh.match(key):
+            out[key] = value
+            continue
+        if key.startswith("text_decoder.") and source != "qa":
+            rest = key[len("text_decoder.") :]
+            m = re.match(r"bert\.encoder\.layer\.(\d+)\.(.+)$", rest)
+            if m:
+                origin = f"text_encoder.encoder.layer.{int(m.group(1)) + fusion}.{m.group(2)}"
+            elif rest.startswith("bert."):
+                origin = "text_encoder." + rest[len("bert.") :]
+            else:
+                origin = "mlm_head." + rest[len("lm_head.") :]
+        else:
+            origin = key
+        if origin not in state:
+            raise KeyError(f"{task} model needs {key} ({origin} in the {source} model), which it does not have")
+        out[key] = state[origin].clone()
+        used.add(origin)
+    dropped = _DROPPED_BY_TASK.get(task, ()) if source != task else ()
+    left = sorted(k for k in state if k not in used and not k.startswith(dropped))
+    if left:
+        raise KeyError(f"converting the {source} model to {task} would drop {left[:8]}")
+    new.load_state_dict_strict(out, source=f"{source} model converted to {task}")
+    if widths_differ:
+        warnings.warn(
+            f"the QA answer decoder's cross-attention key/value projections start from a fresh init: the fusion "
+            f"layers they would come from read {cfg.vision.hidden_size}-wide video tokens, the decoder reads "
+            f"{cfg.text.hidden_size}-wide question states",
+            stacklevel=2,
+        )
+    return new
+
+
 def load_any(path: str | Path, task: str | None = None, **kwargs: Any) -> SingularityBase:
-    """Our directory (`config.json` + `model.safetensors`) or a release `.pth` file."""
+    """Our directory (`config.json` + `model.safetensors`) or a release `.pth` file, for `task` (default: its
+    own). Our directory keeps the config it was saved with (`convert_own`); a release file's architecture is
+    read from its weights."""
     path = Path(path)
     if path.is_dir():
         model = SingularityBase.from_pretrained(path)
-        if task is None or task == model.config.task:
+        if (task is None or task == model.config.task) and not any(v is not None for v in kwargs.values()):
             return model
-        # e.g. our pre-training model -> retrieval / QA: the release's conversion on the release layout
-        state = ours_to_release(model)
-        return load_release_state(state, task, attn_implementation=model.config.attn_implementation, **kwargs)[0]
+        try:
+            return convert_own(model, task or model.config.task, **kwargs)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{path}: {e.args[0] if e.args else e}") from e
     state, config = read_release_checkpoint(path)
     return load_release_state(state, task, config, **kwargs)[0]
