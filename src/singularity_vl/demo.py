@@ -122,7 +122,7 @@ def model_config(s: DemoSettings) -> SingularityConfig:
         embed_dim=128,
         # ITM negatives drawn uniformly: the release's hard negatives (drawn from the ITC similarity) are,
         # early in a from-scratch run, exactly the pairs the vision cannot tell apart yet, and the ITM head
-        # stays at its prior for the whole CPU budget (measured; see the README)
+        # stays at its prior for the whole run (measured; see docs/DEMO.md)
         itm_hard_neg=s.itm_hard_negatives,
     )
 
@@ -254,7 +254,7 @@ def train_models(
         torch.manual_seed(seed)
         bert_layers = config.text.fusion_layer
         # MiniLM layers text-only; fusion layers fresh (None): copies of MiniLM's layers keep its [CLS] an
-        # attention sink, so the fused [CLS] (ITM) would ignore the caption (measured; see the README)
+        # attention sink, so the fused [CLS] (ITM) would ignore the caption (measured; see docs/DEMO.md)
         layer_map = {i: i if i < bert_layers else None for i in range(config.text.num_layers)}
         init_from_hf(None, minilm_dir(), config=config, text_layer_map=layer_map).save_pretrained(init)
     corpus = asdict(s.corpus)
@@ -317,7 +317,7 @@ def train_models(
             )
             # fine-tuning keeps the MLM loss of pre-training (the release fine-tunes with ITC + ITM only):
             # without it the fused [CLS] of this small from-scratch model collapses to a constant within
-            # ~10 steps and ITM falls back to its prior (measured; see the README)
+            # ~10 steps and ITM falls back to its prior (measured; see docs/DEMO.md)
             with _timed(seconds, f"{name}/{run}"):
                 models[name][run], ids[name][run] = _train(
                     out / name / run,
@@ -420,7 +420,7 @@ def summarise(rows: list[dict], chance: dict[str, float], s: DemoSettings) -> di
     t, st = out["template"], out["static"]
     tol = 0.1  # recalls are rounded to 0.1: 4 of 12 queries (33.3) is exactly twice 2 of 12 (16.7)
     out["checks"] = {
-        # the criteria: template needs time, static does not
+        # the paper's claim in miniature: template needs time, static does not
         "template_temporal_at_least_2x_single_frame": t["temporal_t2v_r1"] >= 2 * t["single_frame_t2v_r1"] - tol,
         "template_temporal_at_least_2x_single_frame_best": t["temporal_t2v_r1"]
         >= 2 * t["single_frame_best_t2v_r1"] - tol,

@@ -11,7 +11,7 @@ another order: MiniLM gives "from left to right" and "from right to left" the sa
 (cosine 1.00 in the demo model as initialised). Directions and sizes use the words of the `frames`
 captions below ("top", "bottom", "left", "right", "small", "large"), so what image-text pre-training
 grounded in one frame carries over to how it changes (measured: the template ITM left its prior after ~90
-instead of ~180 steps; see the README). Videos are real H.264 mp4 files written with PyAV;
+instead of ~180 steps; see docs/DEMO.md). Videos are real H.264 mp4 files written with PyAV;
 annotations are the release's JSON formats. Deterministic given the seed.
 
 A fourth set, `frames`, is image-text pre-training data: single frames of the training videos saved as
