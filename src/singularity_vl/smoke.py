@@ -1,5 +1,5 @@
 """The smallest end-to-end run: a tiny pre-training model learns to match random "videos" to captions
-on CPU, then is saved, reloaded and checked. Stands in for `make demo` until the demo lands."""
+on CPU, then is saved, reloaded and checked: a 30-second check that an installation works."""
 
 from __future__ import annotations
 
