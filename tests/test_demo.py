@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from singularity_vl.cli import main
 from singularity_vl.models.losses import ENSEMBLES
 
@@ -50,6 +52,40 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
     assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= report["seconds"] + 1
     printed = capsys.readouterr().out
     assert "wrote" in printed and "report.json" in printed and "seconds per stage: corpus" in printed
-    # a second run reuses every finished stage instead of training again
+    # a second run reuses every finished stage (and the initial model) instead of training again
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("done before, reusing") == 5
+    assert capsys.readouterr().out.count("done before with the same settings, reusing") == 6
+    # a stage made with another setting (as if with another seed) is trained again, and says so
+    record = out / "temporal" / "template" / "stage.json"
+    key = json.loads(record.read_text())
+    record.write_text(json.dumps({**key, "train": {**key["train"], "seed": key["train"]["seed"] + 1}}))
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "temporal/template: made with other settings (train.seed 1 -> 0); running this stage again" in printed
+    assert printed.count("done before with the same settings, reusing") == 5
+    assert json.loads(record.read_text()) == key
+
+
+def test_stage_records_decide_reuse(tmp_path, capsys):
+    """A stage is reused only with the record (seed and settings) it was made with; another record re-runs
+    it and says what differs; a folder with no record is not removed."""
+    from singularity_vl.demo import STAGE_RECORD, claim_stage, stage_id
+
+    stage = tmp_path / "pretrain"
+    key = {"inputs": {"corpus": {"seed": 0}, "model": "abc"}, "train": {"seed": 0, "max_steps": 5}}
+    assert not claim_stage(stage, key, stage / "final")
+    assert json.loads((stage / STAGE_RECORD).read_text()) == key
+    assert not claim_stage(stage, key, stage / "final")  # same record, not finished: resume, keep the files
+    (stage / "final").mkdir()
+    assert claim_stage(stage, key, stage / "final")
+    assert "done before with the same settings, reusing" in capsys.readouterr().out
+    other = {**key, "train": {"seed": 1, "max_steps": 5}}
+    assert not claim_stage(stage, other, stage / "final")
+    assert "made with other settings (train.seed 0 -> 1); running this stage again" in capsys.readouterr().out
+    assert not (stage / "final").exists() and json.loads((stage / STAGE_RECORD).read_text()) == other
+    assert stage_id(key) != stage_id(other) and stage_id(key) == stage_id(json.loads(json.dumps(key)))
+    mine = tmp_path / "mine"
+    (mine / "final").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no stage.json"):
+        claim_stage(mine, key, mine / "final")
+    assert (mine / "final").is_dir()

@@ -168,19 +168,28 @@ def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> st
 
 def claim_stage(stage_dir: Path, key: dict[str, Any], finished: Path) -> bool:
     """True when `stage_dir` already holds the stage's output `finished`, made with the record `key`.
-    Otherwise the folder is made to hold this stage only: what an earlier run left there with another
-    record (or none) is removed, saying what differs, and `key` is recorded, so that a killed run resumes
-    only the same stage."""
+    Otherwise the folder is made to hold this stage only: what an earlier run of the demo left there with
+    another record is removed, saying what differs, and `key` is recorded, so that a killed run resumes
+    only the same stage. A folder with files but no record is not the demo's: an error, nothing removed."""
     key = json.loads(json.dumps(key))  # as read back (tuples -> lists)
     record = stage_dir / STAGE_RECORD
-    previous = json.loads(record.read_text()) if record.is_file() else None
+    why = ""
+    try:
+        previous = json.loads(record.read_text()) if record.is_file() else None
+    except json.JSONDecodeError:
+        previous, why = {}, f"its {STAGE_RECORD} is unreadable"
     if previous == key:
         if finished.exists():
             print(f"{stage_dir}: done before with the same settings, reusing")
             return True
         return False
-    if stage_dir.is_dir() and any(stage_dir.iterdir()):
-        why = _differences(previous, key) if previous is not None else "no record of its settings"
+    if previous is None and stage_dir.is_dir() and any(stage_dir.iterdir()):
+        raise ValueError(
+            f"{stage_dir}: holds files but no {STAGE_RECORD} saying which demo settings made them (an older"
+            " version's run, or not the demo's): remove it, or choose another --out"
+        )
+    if previous is not None:
+        why = why or _differences(previous, key)
         print(f"{stage_dir}: made with other settings ({why}); running this stage again")
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -491,6 +500,12 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     print(f"generating the synthetic corpus under {out / 'corpus'}")
+    manifest = CorpusFiles(out / "corpus").manifest
+    if manifest.is_file():
+        previous = json.loads(manifest.read_text()).get("config", {})
+        if previous != asdict(s.corpus):
+            why = _differences(previous, asdict(s.corpus))
+            print(f"{out / 'corpus'}: made with other settings ({why}); rendering it again")
     stage_seconds: dict[str, float] = {}
     with _timed(stage_seconds, "corpus"):
         files = generate_corpus(out / "corpus", s.corpus)
