@@ -311,3 +311,21 @@ def test_headers_do_not_claim_release_defaults_for_deviations():
             line for line in (configs / f"{name}.yaml").read_text().splitlines(True) if line.startswith("#")
         )
         assert "Deviation" in header, f"{name}.yaml: header does not name its deviation in {field}"
+
+
+def test_recipes_evaluate_with_their_test_settings(monkeypatch):
+    """`evaluate --config <recipe>` takes the recipe's test set and test-time settings."""
+    from singularity_vl.configs import shipped_configs
+
+    _env(monkeypatch)
+    for name in (n for n in shipped_configs() if not n.startswith("eval_")):
+        train, ev = load_train_config(name), load_eval_config(name)
+        assert ev.task == ("retrieval" if train.task == "pretrain" else train.task), name
+        assert ev.test_file == train.test_file and ev.num_frames_test == train.num_frames_test, name
+        assert ev.k_test == train.k_test and ev.batch_size == train.batch_size_test, name
+        assert (ev.multi_video_gt, ev.paragraph, ev.qa_metric) == (
+            train.multi_video_gt,
+            train.paragraph,
+            train.qa_metric,
+        )
+        assert (ev.max_txt_l, ev.max_q_len, ev.max_a_len) == (train.max_txt_l, train.max_q_len, train.max_a_len)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from singularity_vl.configs import resolve_config
+from singularity_vl.configs import evaluation_view, resolve_config
 from singularity_vl.data.annotations import load_answer_list, load_mc, load_qa, load_retrieval_eval
 from singularity_vl.data.datasets import MediaEvalDataset, media_collate
 from singularity_vl.data.text import ReleaseTokenizer
@@ -69,7 +69,7 @@ def load_eval_config(path: str | Path | None, overrides: list[str] = ()) -> Eval
     if path is not None:
         path = resolve_config(path)
         try:
-            base = OmegaConf.merge(base, OmegaConf.load(path))
+            base = OmegaConf.merge(base, evaluation_view(OmegaConf.load(path)))
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if overrides:
