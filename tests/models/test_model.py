@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import BeitConfig, BeitModel
@@ -95,10 +97,30 @@ def test_negatives_never_share_the_video_id():
 
 
 def test_itc_soft_targets():
-    sim = torch.zeros(3, 3)
-    # all-equal similarities: loss is log(3) without ids; with 0,1 sharing an id the soft target helps
-    assert losses.itc_loss(sim).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
-    assert losses.itc_loss(sim, torch.tensor([0, 0, 1])).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+    """Rows of the targets spread evenly over the texts of the same video; checked against the loss written
+    out by hand on similarities where every entry matters."""
+    sim = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, -1.0, 1.0]])
+
+    def log_softmax_rows(m: list[list[float]]) -> list[list[float]]:
+        return [[x - math.log(sum(math.exp(y) for y in row)) for x in row] for row in m]
+
+    def cross_entropy(targets: list[list[float]], logits: list[list[float]]) -> float:
+        logp = log_softmax_rows(logits)
+        return -sum(targets[i][j] * logp[i][j] for i in range(3) for j in range(3)) / 3
+
+    def loss(targets: list[list[float]]) -> float:
+        return (cross_entropy(targets, sim.tolist()) + cross_entropy(targets, sim.t().tolist())) / 2
+
+    hard = loss([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    soft = loss([[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1]])  # items 0 and 1 show the same video
+    assert abs(hard - soft) > 0.1
+    assert losses.itc_loss(sim).item() == pytest.approx(hard, rel=1e-6)
+    assert losses.itc_loss(sim, torch.tensor([7, 7, 9])).item() == pytest.approx(soft, rel=1e-6)
+    assert losses.itc_loss(sim, torch.tensor([7, 8, 9])).item() == pytest.approx(hard, rel=1e-6)
+    # the per-rank form (global batch) gives the same numbers on one rank
+    ids = torch.tensor([7, 7, 9])
+    rows = losses.itc_loss_rows(sim, sim.t(), ids, ids)
+    assert rows.item() == pytest.approx(soft, rel=1e-6)
 
 
 def test_frame_pooling():
@@ -355,18 +377,36 @@ def test_match_logits_from_cached_first_self_attention(fusion_layers):
         assert not torch.allclose(model.match_logits(attended, mask, vt), ref, atol=1e-4)
 
 
-def test_auto_precision_follows_hardware():
+@pytest.mark.parametrize("native", [True, False], ids=["bf16_cpu", "avx2_cpu"])
+def test_auto_precision_follows_hardware(monkeypatch, native):
     from singularity_vl.models import precision
 
-    expected = "bf16" if precision.cpu_has_native_bf16() else "fp32"
-    assert precision.resolve_precision("auto", "cpu") == expected
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    assert precision.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
     # given the model's width, small models stay in fp32 on CPU (too narrow to pay for the casts); base not
     tiny, base = create_model(tiny_config("pretrain")), preset("base", "pretrain")
     assert precision.model_width(tiny) == 64 and precision.model_width(base) == 768
     assert precision.resolve_precision("auto", "cpu", precision.model_width(tiny)) == "fp32"
-    assert precision.resolve_precision("auto", "cpu", precision.model_width(base)) == expected
+    assert precision.resolve_precision("auto", "cpu", precision.model_width(base)) == ("bf16" if native else "fp32")
     assert precision.resolve_precision("bf16", "cpu", precision.model_width(tiny)) == "bf16"  # asked for
+    assert precision.autocast("auto", "cpu", width=768).__class__.__name__ == ("autocast" if native else "nullcontext")
+
+
+def test_native_bf16_detection_reads_the_cpu_flags():
+    """AMX tiles or AVX512-BF16 in /proc/cpuinfo (Linux) is what makes bf16 native on CPU."""
+    from pathlib import Path
+
+    from singularity_vl.models import precision
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    assert precision.cpu_has_native_bf16() == bool(flags & {"amx_tile", "avx512_bf16"})
 
 
 def test_add_temporal_modules_for_second_stage():
