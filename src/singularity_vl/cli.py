@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="retrieval / multiple-choice / QA evaluation with the release's metrics")
     p.add_argument("--config", default=None, help="YAML evaluation config (see singularity_vl.eval.run.EvalConfig)")
-    p.add_argument("--checkpoint", required=True, help="our model directory or a release .pth (read safely)")
+    p.add_argument("--checkpoint", required=True, help="model folder, release .pth or release model name")
     p.add_argument("--out", default="eval_out", help="directory for metrics.json and ranks/predictions")
     p.add_argument("--num-frames", type=int, default=None, help="test frames per video (overrides the config)")
     p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default=None)

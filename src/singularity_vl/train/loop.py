@@ -103,12 +103,16 @@ def build_model(cfg: TrainConfig) -> SingularityBase:
 
             return init_from_hf(cfg.vision_init, cfg.text_init, config=config)
         return create_model(config)
-    if not Path(cfg.model).exists():
-        raise FileNotFoundError(f"model: {cfg.model} is neither a preset (tiny, base) nor a path")
+    from singularity_vl import zoo
+
+    if not Path(cfg.model).exists() and zoo.split_name(cfg.model) is None:
+        raise FileNotFoundError(f"model: {cfg.model} is neither a preset (tiny, base), a path nor a release model name")
+    from singularity_vl.api import resolve
     from singularity_vl.checkpoint.release import load_any
 
-    kwargs = {"image_size": cfg.image_res} if cfg.image_res and not Path(cfg.model).is_dir() else {}
-    return load_any(cfg.model, task=cfg.task, **kwargs)
+    path = resolve(cfg.model)  # a release model name is downloaded and converted on first use
+    kwargs = {"image_size": cfg.image_res} if cfg.image_res and not path.is_dir() else {}
+    return load_any(path, task=cfg.task, **kwargs)
 
 
 class Trainer:
