@@ -97,3 +97,24 @@ def test_random_base_weights_are_refused_unless_from_scratch(monkeypatch):
     with pytest.raises(ValueError, match="from_scratch"):
         load_train_config("pretrain_5m", ["vision_init=null", "text_init=null"])
     assert load_train_config("pretrain_5m", ["vision_init=null", "text_init=null", "from_scratch=true"]).from_scratch
+
+
+def test_bert_files_with_tensorflow_layernorm_names_load(tmp_path):
+    """bert-base-uncased's own files name LayerNorm parameters `gamma` / `beta`."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    cfg = tiny_config("pretrain")
+    bert = _bert_dir(tmp_path / "bert", cfg)
+    weights = load_file(str(tmp_path / "bert" / "model.safetensors"))
+    legacy = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v.contiguous()
+        for k, v in weights.items()
+    }
+    assert any(k.endswith("LayerNorm.gamma") for k in legacy)
+    save_file(legacy, str(tmp_path / "bert" / "model.safetensors"))
+    model = build_model(TrainConfig(task="pretrain", model="tiny", text_init=str(tmp_path / "bert")))
+    ours = model.text_encoder.state_dict()
+    hf = bert.bert.state_dict()
+    for key in ("embeddings.LayerNorm.weight", "encoder.layer.1.output.LayerNorm.bias"):
+        assert torch.equal(ours[key], hf[key])

@@ -31,6 +31,17 @@ def read_hf_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
+def _modern_layernorm_name(key: str) -> str:
+    """`LayerNorm.gamma` / `LayerNorm.beta` -> `LayerNorm.weight` / `.bias`: bert-base-uncased's files (both
+    its pytorch_model.bin and model.safetensors) still carry the TensorFlow-era names, which transformers
+    renames when it loads them; a raw read must do the same."""
+    if key.endswith(".gamma"):
+        return key[: -len("gamma")] + "weight"
+    if key.endswith(".beta"):
+        return key[: -len("beta")] + "bias"
+    return key
+
+
 def text_config_from_hf(directory: str | Path, fusion_layer: int | None = None) -> TextConfig:
     """Our TextConfig from a BERT `config.json`; fusion from the last 3 layers unless told."""
     hf = _read_json(Path(directory) / "config.json")
@@ -116,7 +127,7 @@ def load_text_from_hf(
     state = {}
     for key, value in raw.items():
         key = key[len("bert.") :] if key.startswith("bert.") else key
-        state[key] = value
+        state[_modern_layernorm_name(key)] = value
     cfg = model.config
     ours = model.state_dict()
     loaded = 0
