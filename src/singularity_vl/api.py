@@ -58,7 +58,7 @@ def load_model(
 ) -> SingularityBase:
     """The network alone (eval mode, on `device`): our directory, a release `.pth` or a release model name,
     converted to `task` (default: its own; pretrain -> retrieval / qa as the release does). `kwargs` go
-    to the release converter (`num_frames`, `image_size`, `text_heads`)."""
+    to the release converter (`image_size`, `text_heads`; `num_frames` resizes the temporal embeddings)."""
     from singularity_vl.checkpoint.release import load_any
     from singularity_vl.devices import resolve_device
 
@@ -244,7 +244,8 @@ def load(
 
     `task`: "retrieval" (embeddings, scores), "qa" (answers) or "pretrain"; default the checkpoint's own.
     `num_frames`: frames sampled per video file by the transform. `tokenizer`: a vocab.txt or tokenizer
-    directory (default: the bert-base-uncased vocabulary that ships with the package)."""
+    directory (default: the bert-base-uncased vocabulary that ships with the package). Other keyword
+    arguments go to the release converter (`image_size`, `text_heads`)."""
     network = load_model(name_or_path, task=task, device=device, progress=progress, **kwargs)
     transform = VideoTransform(network.config.vision.image_size, num_frames)
     tok = ReleaseTokenizer(tokenizer)
