@@ -19,6 +19,7 @@ from singularity_vl.models.singularity import CONFIG_NAME, WEIGHTS_NAME, Singula
 STATE_NAME = "train_state.pt"
 META_NAME = "meta.json"
 _CKPT = re.compile(r"^ckpt_(\d{8})$")
+_ASIDE_PREFIX = ".replaced_"  # a checkpoint being replaced by a new one of the same step
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,7 +70,9 @@ def save_checkpoint(
     keep_last: int | None = None,
 ) -> Path:
     """Write `run_dir/ckpt_<step>/` (model.safetensors, config.json, train_state.pt, meta.json) into a
-    temporary directory, fsync it, then rename: a crash leaves either the old set or the new one."""
+    temporary directory, fsync it, then rename it into place; only then are older checkpoints beyond
+    `keep_last` removed. A checkpoint of the same step is first moved aside and removed last, so a crash
+    at any point leaves a complete checkpoint (`list_checkpoints` puts a moved-aside one back)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"ckpt_{step:08d}"
@@ -81,10 +84,13 @@ def save_checkpoint(
         torch.save(train_state, tmp / STATE_NAME)
         (tmp / META_NAME).write_text(json.dumps({"step": step, **(meta or {})}, indent=2))
         _fsync_tree(tmp)
+        aside = run_dir / f"{_ASIDE_PREFIX}{final.name}"
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
         os.replace(tmp, final)
         _fsync_dir(run_dir)
+        shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -94,11 +100,22 @@ def save_checkpoint(
     return final
 
 
+def remove_partial_writes(run_dir: str | Path) -> None:
+    """Remove temporary checkpoint directories a killed writer left in `run_dir` (call before writing)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        for tmp in run_dir.glob(".tmp_ckpt_*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoint directories, oldest first."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
+    for aside in run_dir.glob(f"{_ASIDE_PREFIX}ckpt_*"):  # a replacement cut short: the old one comes back
+        if not (run_dir / aside.name[len(_ASIDE_PREFIX) :]).exists():
+            os.replace(aside, run_dir / aside.name[len(_ASIDE_PREFIX) :])
     found = []
     for d in run_dir.iterdir():
         if (

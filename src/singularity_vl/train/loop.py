@@ -267,6 +267,8 @@ class Trainer:
             dist.barrier()
 
     def _resume(self) -> None:
+        if self.rank == 0:
+            ck.remove_partial_writes(self.out)
         if not self.cfg.resume:
             return
         found = ck.latest_checkpoint(self.out) if self.cfg.resume == "auto" else None
