@@ -3,6 +3,8 @@ weights are refused unless asked for."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from transformers import BeitConfig, BeitForImageClassification, BertConfig, BertForPreTraining
@@ -118,3 +120,33 @@ def test_bert_files_with_tensorflow_layernorm_names_load(tmp_path):
     hf = bert.bert.state_dict()
     for key in ("embeddings.LayerNorm.weight", "encoder.layer.1.output.LayerNorm.bias"):
         assert torch.equal(ours[key], hf[key])
+
+
+def _transformers4_beit_name(key: str) -> str:
+    """A BEiT weight's name as files written by transformers 4 (the hub's pt22k-ft22k files) spell it."""
+    qkv = {"q": "query", "k": "key", "v": "value"}
+    key = re.sub(
+        r"layers\.(\d+)\.attention\.([qkv])_proj", lambda m: f"layers.{m[1]}.attention.attention.{qkv[m[2]]}", key
+    )
+    key = re.sub(r"layers\.(\d+)\.attention\.o_proj", r"layers.\1.attention.output.dense", key)
+    key = re.sub(r"layers\.(\d+)\.relative_position_bias", r"layers.\1.attention.attention.relative_position_bias", key)
+    key = re.sub(r"layers\.(\d+)\.mlp\.fc1", r"layers.\1.intermediate.dense", key)
+    key = re.sub(r"layers\.(\d+)\.mlp\.fc2", r"layers.\1.output.dense", key)
+    return re.sub(r"layers\.(\d+)\.", r"encoder.layer.\1.", key)
+
+
+def test_beit_files_with_transformers4_names_load(tmp_path):
+    """microsoft/beit-base-patch16-224-pt22k-ft22k's files use transformers 4's BEiT names."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    cfg = tiny_config("pretrain")
+    beit = _beit_dir(tmp_path / "beit", cfg)
+    state = beit.state_dict()
+    legacy = {_transformers4_beit_name(k): v.contiguous() for k, v in state.items()}
+    assert "beit.encoder.layer.1.attention.attention.query.weight" in legacy
+    save_file(legacy, str(tmp_path / "beit" / "model.safetensors"))
+    model = build_model(TrainConfig(task="pretrain", model="tiny", vision_init=str(tmp_path / "beit")))
+    ours = model.vision_encoder.state_dict()
+    for key in ("layers.1.attention.q_proj.weight", "layers.0.relative_position_bias.relative_position_bias_table"):
+        assert torch.equal(ours[key], state["beit." + key]), key
