@@ -118,6 +118,12 @@ def test_load_release_pth_converts_to_the_requested_task(tmp_path, clip):
     assert qa.answer(clip, "what?", ["yes", "no"]) in ("yes", "no")
 
 
+def test_device_defaults_to_the_gpu_when_there_is_one(retrieval_dir):
+    model, _, _ = sv.load(retrieval_dir)
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not model.network.training  # loaded for inference
+
+
 def test_bad_inputs_say_what_is_wrong(retrieval_dir):
     with pytest.raises(FileNotFoundError, match="not a release model name"):
         sv.load("no/such/model_dir", device="cpu")
