@@ -175,3 +175,54 @@ def test_torchrun_with_mostly_unreadable_files_finishes(tmp_path):
         if "skipped_files" in r
     ]
     assert skipped == [5, 5]  # every unreadable file of both ranks counted, each epoch
+
+
+def _eval_scripted(monkeypatch, val_scores: list[float]):
+    """`evaluate` replaced by scripted metrics: val's r_mean follows `val_scores` epoch by epoch, test's
+    is 100 + the epoch, so which epoch's numbers land where can be read off."""
+    from singularity_vl.eval import run
+
+    calls = {"val": 0, "test": 0}
+
+    def fake(model, cfg, out_dir):
+        split = "val" if str(out_dir).endswith("_val") else "test"
+        epoch = calls[split]
+        calls[split] += 1
+        value = val_scores[epoch] if split == "val" else 100.0 + epoch
+        return {"task": "retrieval", "reranked": {"r_mean": value}, "weights_sum": _weights_sum(model)}
+
+    monkeypatch.setattr(run, "evaluate", fake)
+
+
+def _weights_sum(model) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+@pytest.mark.parametrize("selection", ["val", "last"])
+def test_model_selection_keeps_the_best_on_val_or_the_last_and_reports_val_and_test(tmp_path, monkeypatch, selection):
+    root = _corpus(tmp_path / "data", 8)
+    spec = f"[{root}/train.json,{root},video]"
+    _eval_scripted(monkeypatch, [10.0, 30.0, 20.0])
+    out = tmp_path / "run"
+    cfg = load_train_config(
+        None,
+        _overrides(
+            root, out, "scheduler.epochs=3", f"val_file={spec}", f"test_file={spec}", f"model_selection={selection}"
+        ),
+    )
+    summary = Trainer(cfg).run()
+    kept = 1 if selection == "val" else 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert summary["kept_epoch"] == metrics["kept_epoch"] == kept
+    assert metrics["val"]["reranked"]["r_mean"] == [10.0, 30.0, 20.0][kept]
+    assert metrics["test"]["reranked"]["r_mean"] == 100.0 + kept  # test of the kept epoch, not the best test
+    from singularity_vl.models.singularity import SingularityBase
+
+    best = SingularityBase.from_pretrained(out / "best")
+    assert _weights_sum(best) == pytest.approx(metrics["val"]["weights_sum"], rel=0, abs=1e-9)
+    assert json.loads((out / "best" / "metrics.json").read_text())["kept_epoch"] == kept
+
+
+def test_model_selection_val_needs_a_val_file(tmp_path):
+    with pytest.raises(ValueError, match="val_file"):
+        load_train_config(None, _overrides(tmp_path, tmp_path / "run", "model_selection=val"))
