@@ -1,19 +1,21 @@
 """The JSON API and the web page: results, bounds, errors without stack traces, files only by id
-(with range requests), and an end-to-end browser test in headless Chromium."""
+(with range requests), the Host check, and an end-to-end browser test in headless Chromium."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from singularity_vl.cli import main
 from singularity_vl.search.engine import SearchEngine
-from singularity_vl.search.server import serve_in_thread
+from singularity_vl.search.server import HostCheck, PooledHTTPServer, serve_in_thread
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "search.png"
 
@@ -21,7 +23,7 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "search.png"
 @pytest.fixture(scope="module")
 def server(built_index):
     folder, index = built_index
-    srv = serve_in_thread(SearchEngine(index))
+    srv = serve_in_thread(SearchEngine(index), allowed_hosts=["search.lan"])
     host, port = srv.server_address[:2]
     yield f"http://{host}:{port}", folder
     srv.shutdown()
@@ -37,12 +39,79 @@ def _get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
         return e.code, dict(e.headers), e.read()
 
 
-def test_binds_localhost_by_default(server):
+def test_serve_binds_localhost_by_default(built_index, monkeypatch, capsys):
+    """`singularity-vl serve` without --host listens on 127.0.0.1 only (the socket itself is checked)."""
+    _, index = built_index
+    bound = {}
+
+    def instead_of_serving(self, poll_interval=0.5):
+        bound["address"] = self.socket.getsockname()[:2]
+
+    monkeypatch.setattr(PooledHTTPServer, "serve_forever", instead_of_serving)
+    assert main(["serve", str(index), "--port", "0"]) == 0
+    host, port = bound["address"]
+    assert host == "127.0.0.1" and port > 0
+    assert f"on http://127.0.0.1:{port}/" in capsys.readouterr().out
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(request)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}", "search.lan"])
+def test_local_and_allowed_hosts_are_answered(server, host):
     base, _ = server
-    assert base.startswith("http://127.0.0.1:")
+    port = base.rsplit(":", 1)[1]
+    status, _, body = _get(f"{base}/api/info", {"Host": host.format(port=port)})
+    assert status == 200 and json.loads(body)["files"] == 6
 
 
-def test_search_api(server):
+@pytest.mark.parametrize("path", ["/api/info", "/media/1", "/thumbnail/1", "/api/search?q=cars", "/"])
+@pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "10.0.0.5"])
+def test_other_hosts_are_refused(server, path, host):
+    """DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1 reaches this server with
+    Host: evil.example; it gets 421 and no content."""
+    base, folder = server
+    port = base.rsplit(":", 1)[1]
+    status, headers, body = _get(base + path, {"Host": host.format(port=port)})
+    assert status == 421 and headers["Content-Type"] == "application/json"
+    assert "does not answer for host" in json.loads(body)["error"]
+
+
+def test_request_without_host_is_refused(server):
+    base, _ = server
+    answer = _raw(base, b"GET /api/info HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400") and b"no Host header" in answer
+
+
+def test_other_methods_get_405(server):
+    base, _ = server
+    port = base.rsplit(":", 1)[1]
+    for method in (b"POST", b"PUT", b"DELETE", b"BREW"):
+        answer = _raw(base, method + b" /api/info HTTP/1.0\r\nHost: 127.0.0.1:" + port.encode() + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 405"), answer[:80]
+
+
+def test_host_check_rules():
+    local = HostCheck("127.0.0.1")
+    assert local.allows("127.0.0.1:8000") and local.allows("[::1]:8000") and local.allows("localhost.")
+    assert not local.allows("192.168.1.5:8000") and not local.allows("") and not local.allows("localhost:80:80")
+    named = HostCheck("192.168.1.5", ["Search.Lan"])
+    assert named.allows("192.168.1.5:8000") and named.allows("search.lan:8000") and not named.allows("evil.example")
+    wildcard = HostCheck("0.0.0.0")  # every address of the machine: IP literals are not a rebinding vector
+    assert (
+        wildcard.allows("192.168.1.5:8000") and wildcard.allows("[fe80::1]:80") and not wildcard.allows("evil.example")
+    )
+    assert HostCheck("127.0.0.1", ["*"]).allows("anything.example")
+
+
+def test_search_api(server, tiny_model_dir):
     base, folder = server
     status, headers, body = _get(f"{base}/api/search?q=a+red+square&k=3&rerank=5")
     assert status == 200 and headers["Content-Type"] == "application/json"
@@ -56,7 +125,7 @@ def test_search_api(server):
     status, headers, part = _get(base + hit["media"], {"Range": "bytes=10-19"})
     assert status == 206 and part == video[10:20] and headers["Content-Range"] == f"bytes 10-19/{len(video)}"
     info = json.loads(_get(f"{base}/api/info")[2])
-    assert info == {"files": 6, "failed": 1, "model": info["model"]}
+    assert info == {"files": 6, "failed": 1, "model": str(tiny_model_dir.resolve())}
 
 
 @pytest.mark.parametrize(

@@ -219,7 +219,9 @@ def connect(index_dir: str | Path) -> sqlite3.Connection:
 
 def generation(index_dir: str | Path) -> str:
     """A token that changes with every committed change to the index (servers poll it to reload)."""
-    db = sqlite3.connect(f"file:{Path(index_dir) / DB_NAME}?mode=ro", uri=True, timeout=30)
+    path = Path(index_dir) / DB_NAME
+    # read-write where allowed (never create): it may roll back what a killed indexer left half-done
+    db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return row[0] if row else ""
