@@ -127,6 +127,8 @@ def test_device_defaults_to_the_gpu_when_there_is_one(retrieval_dir):
 def test_bad_inputs_say_what_is_wrong(retrieval_dir):
     with pytest.raises(FileNotFoundError, match="not a release model name"):
         sv.load("no/such/model_dir", device="cpu")
+    with pytest.raises(ValueError, match="task must be"):
+        sv.load(retrieval_dir, task="captioning", device="cpu")
     model, _, _ = sv.load(retrieval_dir, device="cpu")
     with pytest.raises(ValueError, match="uint8"):
         model.embed_video([np.zeros((2, 8, 8, 3), np.float32)])

@@ -62,6 +62,8 @@ def load_model(
     from singularity_vl.checkpoint.release import load_any
     from singularity_vl.devices import resolve_device
 
+    if task not in (None, "pretrain", "retrieval", "qa"):
+        raise ValueError(f"task must be 'retrieval', 'qa' or 'pretrain' (or None: the checkpoint's own), got {task!r}")
     dev = resolve_device(device)
     model = load_any(resolve(name_or_path, progress), task=task, **kwargs)
     return model.to(dev).eval()
