@@ -29,9 +29,14 @@ def test_prepare_videos_end_to_end(tmp_path, capsys):
     assert (dst / "prepare_failures.json").is_file()
     assert not list(dst.rglob("*.part*"))
     mtime = (dst / "a.mp4").stat().st_mtime_ns
-    rc = main(["prepare-videos", str(src), str(dst), "--fps", "2", "--size", "60", "--workers", "1"])
+    rc = main(["prepare-videos", str(src), str(dst), "--fps", "2", "--size", "60", "--trim", "3", "--workers", "1"])
     assert "0 converted, 2 already done, 1 failed" in capsys.readouterr().out
     assert (dst / "a.mp4").stat().st_mtime_ns == mtime  # resumed: finished outputs untouched
+    # other options would mix videos of two kinds in one folder: refused, naming both
+    assert main(["prepare-videos", str(src), str(dst), "--fps", "2", "--size", "60", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{dst} holds videos made with --fps 2.0 --size 60 --trim 3.0, not --fps 2.0 --size 60" in err
+    assert (dst / "a.mp4").stat().st_mtime_ns == mtime
 
 
 def test_sources_sharing_an_output_are_reported_not_mixed(tmp_path, capsys):
@@ -65,7 +70,7 @@ def test_output_inside_or_equal_to_the_source_folder(tmp_path, capsys):
     for _ in range(2):
         assert main(["prepare-videos", str(src), str(small), "--fps", "5", "--size", "32", "--workers", "1"]) == 0
     assert "0 converted, 1 already done, 0 failed" in capsys.readouterr().out
-    assert sorted(p.name for p in small.rglob("*")) == ["clip.mp4"]
+    assert sorted(p.name for p in small.rglob("*")) == ["clip.mp4", "prepare_settings.json"]
 
 
 def test_debug_keeps_the_traceback(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """The release's pre-compression of videos: re-encode at a lower frame rate with the shorter side at
 224 (or 360) pixels, optionally only the first N seconds (as for DiDeMo). Parallel, resumable (finished
-outputs are skipped; each output is written under a temporary name and renamed), with a summary.
+outputs are skipped; each output is written under a temporary name and renamed; a folder's options are
+recorded, and a run with other options into it is refused), with a summary.
 
 Outputs are upright with square pixels (a source's display rotation and sample aspect ratio are applied).
 `SRC/dir/name.ext` becomes `DST/dir/name.mp4`, the name the dataset converters' `--video-ext .mp4` writes
@@ -115,6 +116,31 @@ def plan_outputs(src_dir: Path, dst_dir: Path) -> tuple[dict[Path, Path], dict[s
     return plan, clashes
 
 
+SETTINGS_FILE = "prepare_settings.json"
+
+
+def check_settings(dst_dir: Path, settings: dict[str, float | int | None]) -> None:
+    """Finished outputs are reused, so a folder holds videos made with one set of options: the first run
+    records them in `dst_dir/prepare_settings.json`, a later run with other options stops with an error."""
+    path = dst_dir / SETTINGS_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}: unreadable ({e}); remove it if {dst_dir} holds only this command's output"
+            ) from e
+        if before != settings:
+            was = " ".join(f"--{k} {v}" for k, v in before.items() if v is not None)
+            now = " ".join(f"--{k} {v}" for k, v in settings.items() if v is not None)
+            raise ValueError(
+                f"{dst_dir} holds videos made with {was}, not {now}: use another output folder (or the same options)"
+            )
+        return
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings) + "\n")
+
+
 def prepare_videos(
     src_dir: str | Path,
     dst_dir: str | Path,
@@ -130,6 +156,7 @@ def prepare_videos(
         raise FileNotFoundError(f"{src_dir}: not a directory")
     summary = PrepareSummary()
     plan, clashes = plan_outputs(src_dir, dst_dir)
+    check_settings(dst_dir, {"fps": fps, "size": size, "trim": trim})
     summary.failed.update(clashes)
     jobs = []
     for src, dst in plan.items():
