@@ -125,6 +125,8 @@ class CaptionSample:
     media_type: str
     captions: list[str]  # cleaned
     match_key: str  # samples sharing it are positives for each other (ITC targets, never ITM negatives)
+    # the key is the caption (multi_video_gt): a caption rewritten by the flip's left/right swap changes it
+    keyed_by_caption: bool = False
 
 
 def load_caption_corpora(
@@ -142,7 +144,7 @@ def load_caption_corpora(
             if paragraph:  # DiDeMo / ActivityNet: a video's captions joined into one paragraph
                 caps = [" ".join(caps)]
             key = entry.fields["caption"] if multi_video_gt else media_key(entry.media)
-            samples.append(CaptionSample(entry.media, entry.media_type, caps, str(key)))
+            samples.append(CaptionSample(entry.media, entry.media_type, caps, str(key), multi_video_gt))
     return samples
 
 

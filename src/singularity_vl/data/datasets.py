@@ -86,6 +86,12 @@ class CaptionTrainDataset(_TrainMediaDataset):
         self.samples = list(samples)
         keys: dict[str, int] = {}
         self.match_ids = [keys.setdefault(s.match_key, len(keys)) for s in self.samples]
+        # caption-keyed samples (SSv2): the id of each cleaned caption, for captions the flip's swap rewrites
+        self._caption_ids: dict[str, int] = {}
+        for s, match_id in zip(self.samples, self.match_ids, strict=True):
+            if s.keyed_by_caption:
+                self._caption_ids.setdefault(s.captions[0], match_id)
+        self._fresh_id = len(keys)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -96,9 +102,14 @@ class CaptionTrainDataset(_TrainMediaDataset):
         frames = self._frames(s.media, rng)
         if frames is None:
             return None
-        caption = rng.choice(s.captions)
-        video, caption = self.transform(frames, caption, rng)
-        return {"video": video, "caption": caption, "video_id": self.match_ids[i], "index": i}
+        chosen = rng.choice(s.captions)
+        video, caption = self.transform(frames, chosen, rng)
+        match_id = self.match_ids[i]
+        if s.keyed_by_caption and caption != chosen:
+            # the flip swapped left/right: the clip now shows the other caption's event, whose videos are its
+            # positives (a caption no sample has: a class of its own)
+            match_id = self._caption_ids.get(caption, self._fresh_id + i)
+        return {"video": video, "caption": caption, "video_id": match_id, "index": i}
 
 
 class MediaEvalDataset(Dataset):
