@@ -27,6 +27,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from singularity_vl.data.sampling import sample_frame_indices
 
@@ -144,7 +145,7 @@ def orientation_from_rotate_tag(tag: str | None) -> Orientation:
 def frame_orientation(frame: av.VideoFrame, stream=None) -> Orientation:
     """The display matrix attached to a decoded frame (FFmpeg 7+ exports the container's, or a JPEG's EXIF
     orientation, there); without one, the stream's `rotate` tag (written by older tools); else upright."""
-    side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
     raw = bytes(side) if side is not None else b""
     if len(raw) >= 36:
         return orientation_from_matrix(np.frombuffer(raw, dtype=np.int32, count=9).tolist())
