@@ -145,3 +145,39 @@ def test_prepare_videos_writes_upright_square_pixels(tmp_path, capsys):
     assert video_index(out).num_frames == 10  # 2 s at 5 fps
     small = shown(90, False, Fraction(2))[::2, ::2]  # 48 x 16, the same picture
     assert_looks_like(read_frames(out, [0])[0], small)
+
+
+class _StoredFramesDecord:
+    """Stands in for decord (not installed here): returns frames as stored, as decord does."""
+
+    class DECORDError(RuntimeError):
+        pass
+
+    class VideoReader:
+        def __init__(self, path: str, num_threads: int = 1) -> None:
+            with av.open(path) as container:
+                self.frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+        def __len__(self) -> int:
+            return len(self.frames)
+
+        def get_avg_fps(self) -> float:
+            return 10.0
+
+        def get_batch(self, idx):
+            frames = self.frames[idx]
+            return type("Batch", (), {"asnumpy": lambda self: frames})()
+
+
+def test_decord_frames_are_shown_like_pyav_frames(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "decord", _StoredFramesDecord)
+    path = write_tagged(tmp_path / "phone.mp4", 90, True, Fraction(2))
+    want = shown(90, True, Fraction(2))
+    clip = read_clip(path, 3, "middle", backend="decord")
+    pyav = read_clip(path, 3, "middle")
+    assert clip.indices == pyav.indices
+    for frame in clip.frames:
+        assert_looks_like(frame, want)
+    assert np.abs(clip.frames.astype(int) - pyav.frames.astype(int)).mean() < 3  # resized in RGB, not YUV

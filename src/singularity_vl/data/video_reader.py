@@ -9,8 +9,8 @@ B-frames are handled by matching presentation timestamps, not by assuming a cons
 
 Frames come out as a player shows them: a non-square sample aspect ratio is resized to square pixels and
 the container's display matrix (a phone video's rotation, a JPEG's EXIF orientation, mirroring) is
-applied, so a portrait phone video is read upright (see `to_display_rgb`). The decord backend returns
-frames as stored.
+applied, so a portrait phone video is read upright (see `to_display_rgb`; frames from the decord backend
+go through `show_stored`).
 """
 
 from __future__ import annotations
@@ -189,6 +189,40 @@ def to_display_rgb(
     else:
         rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
     return orient(rgb, orientation)
+
+
+@functools.lru_cache(maxsize=1024)
+def _display_info_cached(path: str, mtime_ns: int, size: int) -> tuple[Fraction, Orientation]:
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        sar = sample_aspect_ratio(stream)
+        try:
+            for frame in container.decode(stream):
+                return sar, frame_orientation(frame, stream)
+        except av.FFmpegError as e:
+            raise VideoReadError(path, f"undecodable ({e})") from e
+    raise VideoReadError(path, "no video frames")
+
+
+def display_info(path: str | Path) -> tuple[Fraction, Orientation]:
+    """(sample aspect ratio, orientation of the first frame) of a file, for decoders that return frames as
+    stored (cached per path, size and modification time; costs one decoded frame)."""
+    st = _stat(path)
+    return _display_info_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def show_stored(frames: np.ndarray, sar: Fraction, orientation: Orientation) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames as stored -> as shown: widened by `sar` (bicubic), then turned."""
+    if sar == 1 and orientation == UPRIGHT:
+        return frames
+    out = []
+    for rgb in frames:
+        if sar != 1:
+            w = max(1, int(round(rgb.shape[1] * sar)))
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            rgb = picture.reformat(width=w, height=rgb.shape[0], interpolation="BICUBIC").to_ndarray()
+        out.append(orient(rgb, orientation))
+    return np.stack(out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -397,7 +431,7 @@ def _read_clip_decord(path, num_frames, mode, rng, max_num_frames) -> Clip:
         frames = vr.get_batch(idx).asnumpy()
     except decord.DECORDError as e:
         raise VideoReadError(path, f"decord failed ({e})") from e
-    return Clip(frames, idx, fps, n, [i / fps for i in idx])
+    return Clip(show_stored(frames, *display_info(path)), idx, fps, n, [i / fps for i in idx])
 
 
 class DecodedClipCache:
@@ -466,8 +500,8 @@ def read_clip(
     backend: str = "pyav",
 ) -> Clip:
     """Sample `num_frames` with `mode` (see `sample_frame_indices`) and read them. Images are 1-frame videos.
-    `backend="decord"` uses decord when it is installed (PyAV is the default and always available); decord
-    returns frames as stored (no display rotation, no sample aspect ratio).
+    `backend="decord"` uses decord when it is installed (PyAV is the default and always available); its
+    frames are turned and resized to square pixels here, as the PyAV path's (see `show_stored`).
 
     When the container's sample table shows that seeking would not clearly pay off (one GOP, wanted frames
     close together, or a short file), frames are decoded straight from the start with no index pass;
