@@ -130,3 +130,10 @@ def test_vqa_punctuation_and_words():
     assert make_prediction(3, "yes", ["no"], "vqa", ["no", "yes", "yes", "yes"]).score == pytest.approx(0.75)
     with pytest.raises(ValueError, match="qa_metric"):
         make_prediction(3, "yes", ["yes"], "fuzzy")
+
+
+def test_qa_without_ground_truth_has_no_accuracy():
+    """VQA test-dev has no public answers: predictions are written, the accuracy is None, not 0."""
+    preds = [make_prediction(1, "yes", [], "vqa", []), make_prediction(2, "2", [], "vqa")]
+    assert [p.score for p in preds] == [0.0, 0.0] and qa_accuracy(preds) is None
+    assert qa_accuracy([make_prediction(1, "yes", ["yes"]), make_prediction(2, "no", [])]) == 50.0

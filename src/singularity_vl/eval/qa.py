@@ -56,11 +56,12 @@ def decode_answer(tokenizer, ids: list[int]) -> str:
     return tokenizer.tok.decode(out).strip()
 
 
-def qa_accuracy(predictions: list[QAPrediction]) -> float:
+def qa_accuracy(predictions: list[QAPrediction]) -> float | None:
     """Mean score in percent, two decimals: with exact matching the percent of questions answered right,
-    with `qa_metric=vqa` the VQA accuracy."""
-    if not predictions:
-        return 0.0
+    with `qa_metric=vqa` the VQA accuracy. None when no question has a ground truth (e.g. VQA test-dev,
+    scored by the evaluation server)."""
+    if not predictions or not any(p.answers for p in predictions):
+        return None if predictions else 0.0
     return round(100.0 * sum(p.score for p in predictions) / len(predictions), 2)
 
 
@@ -79,12 +80,12 @@ def make_prediction(
     string (an answer-list entry, as written there) equals a ground-truth answer as written in the
     annotation; no normalisation on either side. `vqa`: the VQA accuracy against `all_answers` (the ten
     annotators' answers, repeats kept; `answers` when not given)."""
-    if metric == "exact":
-        score = float(prediction in answers)
-    elif metric == "vqa":
+    if metric not in ("exact", "vqa"):
+        raise ValueError(f"qa_metric must be exact or vqa, got {metric!r}")
+    if metric == "vqa" and answers:
         score = vqa_accuracy(prediction, all_answers if all_answers else answers)
     else:
-        raise ValueError(f"qa_metric must be exact or vqa, got {metric!r}")
+        score = float(prediction in answers)  # no ground truth (a test split): 0
     return QAPrediction(question_id, prediction, list(answers), score >= 1.0, score)
 
 
