@@ -214,7 +214,7 @@ def test_qa_fine_tuning(tmp_path, colours):
                 {
                     "video": f"{n}.mp4",
                     "question": "what colour is the screen?",
-                    "answer": [n, n, "bright"],
+                    "answer": [n, n, n],
                     "question_id": i,
                 }
                 for i, n in enumerate(names)
@@ -250,7 +250,14 @@ def test_qa_fine_tuning(tmp_path, colours):
     losses = _losses(out)
     assert len(losses) == 15 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
     preds = json.loads((out / "eval_epoch014" / "predictions.json").read_text())
-    assert len(preds) == 4 and (out / "best" / "metrics.json").is_file()
+    # one ranked answer from the list per question, scored against that question's own answers ("bright" is
+    # in the list but answers none, so always answering it scores 0)
+    assert sorted(p["question_id"] for p in preds) == [0, 1, 2, 3]
+    for p in preds:
+        assert p["prediction"] in names + ["bright"]
+        assert p["correct"] == (p["prediction"] == names[p["question_id"]])
+    accuracy = json.loads((out / "best" / "metrics.json").read_text())["test"]["accuracy"]
+    assert accuracy == pytest.approx(100 * sum(p["correct"] for p in preds) / 4, abs=0.01)
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, colours):
