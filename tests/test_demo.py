@@ -29,9 +29,21 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
             assert 0.0 <= r[k] <= 100.0
         assert r["t2v_r1"] <= r["t2v_r5"]
     assert set(report["summary"]) == {*tasks, "checks"}
-    assert len(report["summary"]["checks"]) == 4 and all(
-        isinstance(v, bool) for v in report["summary"]["checks"].values()
-    )
+    summary = report["summary"]
+    for task in tasks:  # the summary reads the rows: temporal vs single frame at 4 frames, concat
+        row = {r["model"]: r["t2v_r1"] for r in rows if (r["task"], r["frames"], r["ensemble"]) == (task, 4, "concat")}
+        best = max(r["t2v_r1"] for r in rows if r["model"] == "single_frame" and r["task"] == task)
+        assert summary[task]["temporal_t2v_r1"] == row["temporal"]
+        assert summary[task]["single_frame_t2v_r1"] == row["single_frame"]
+        assert summary[task]["single_frame_best_t2v_r1"] == best
+    t, st = summary["template"], summary["static"]
+    assert summary["checks"] == {  # each check says what its numbers say (recalls are rounded to 0.1)
+        "template_temporal_at_least_2x_single_frame": t["temporal_t2v_r1"] >= 2 * t["single_frame_t2v_r1"] - 0.1,
+        "template_temporal_at_least_2x_single_frame_best": t["temporal_t2v_r1"]
+        >= 2 * t["single_frame_best_t2v_r1"] - 0.1,
+        "template_temporal_at_least_3x_chance": t["temporal_t2v_r1"] >= 300 * t["chance_t2v_r1"] - 0.1,
+        "static_single_frame_within_10_points": abs(st["temporal_t2v_r1"] - st["single_frame_t2v_r1"]) <= 10,
+    }
     assert all(r["checkpoint"].endswith(("template/final", "objects/final")) for r in rows)
     # a finished stage keeps its final weights only (its resume checkpoints are ~200 MB each)
     finals = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("final"))
@@ -43,6 +55,12 @@ def test_quick_demo_writes_the_full_report(tmp_path, capsys):
         "temporal/template",
     ]
     assert not list(out.rglob("ckpt_*")) and not list(out.rglob("train_state.pt"))
+    # what the quick run reliably shows: every fine-tuning stage's loss falls (by 14-22% at seed 0); its
+    # retrieval recalls stay near chance, so they are not asserted
+    for stage in finals[1:]:
+        logged = [json.loads(line) for line in (out / stage / "log.jsonl").read_text().splitlines()]
+        losses = [r["loss"] for r in logged if "loss" in r]
+        assert len(losses) >= 2 and losses[-1] < 0.95 * losses[0], (stage, losses)
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (out / "report.md").read_text()
