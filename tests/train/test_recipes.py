@@ -220,6 +220,38 @@ RELEASE: list[tuple[str, str, Any, str]] = [
 ]
 # fmt: on
 
+# Settings every recipe of the release shares (its configs/*.yaml, dataset/__init__.py, utils/optimizer.py).
+_TRAINING = [
+    "pretrain_5m", "pretrain_17m", "pretrain_temporal", "ret_msrvtt", "ret_didemo", "ret_anet", "ret_ssv2_label",
+    "ret_ssv2_template", "ret_coco", "ret_flickr", "qa_msrvtt", "qa_anet", "qa_vqa",
+]  # fmt: skip
+_SHARED: list[tuple[str, Any, str]] = [
+    ("image_res", 224, "configs/*.yaml image_res"),
+    ("sample_type", "rand", "configs/*.yaml video_input.sample_type"),
+    ("sample_type_test", "middle", "configs/*.yaml video_input.sample_type_test"),
+    ("k_test", 128, "configs/*.yaml k_test"),
+    ("crop_scale", [0.5, 1.0], "dataset/__init__.py RandomResizedCrop(scale=(0.5, 1.0))"),
+    ("optimizer.weight_decay", 0.02, "configs/*.yaml optimizer.weight_decay"),
+    ("optimizer.opt_betas", [0.9, 0.999], "configs/*.yaml optimizer.opt_betas"),
+    ("optimizer.max_grad_norm", -1.0, "configs/*.yaml optimizer.max_grad_norm"),
+    ("optimizer.different_lr_names", [], "configs/*.yaml optimizer.different_lr.enable False"),
+]
+RELEASE += [(name, field, value, where) for name in _TRAINING for field, value, where in _SHARED]
+RELEASE += [
+    (name, "num_frames", 1, f"configs/{name}.yaml video_input.num_frames")
+    for name in _TRAINING
+    if name != "pretrain_temporal"
+]
+RELEASE += [
+    (name, "loss_weight", {"itc": 1.0, "itm": 1.0, "mlm": 0.0}, f"configs/{name}.yaml loss_weight (no mlm)")
+    for name in _TRAINING
+    if name.startswith("ret_")
+]
+_ROWS: dict[tuple[str, str], tuple[str, str, Any, str]] = {}
+for _row in RELEASE:  # one row per (config, field); a fact stated twice must agree
+    assert _ROWS.setdefault(_row[:2], _row)[2] == _row[2], f"conflicting release values for {_row[:2]}"
+RELEASE = list(_ROWS.values())
+
 # Fields where a shipped config departs from the release on purpose: (config, field) -> (our value, why).
 _FRAMES = "the paper's inference frames (Sec. 4 / README evaluation command); the release YAML says 4"
 _SWAP = "flip with left/right swapped in the caption: the release's flip without a swap mislabels the direction"
@@ -267,21 +299,29 @@ def _load(name: str):
     return load_eval_config(name) if name.startswith("eval_") else load_train_config(name)
 
 
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, Any]:
+    """Every shipped config, loaded once."""
+    from singularity_vl.configs import shipped_configs
+
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp)
+        return {name: _load(name) for name in shipped_configs()}
+
+
 @pytest.mark.parametrize("row", RELEASE, ids=lambda r: f"{r[0]}:{r[1]}")
-def test_shipped_config_matches_the_release(row, monkeypatch):
+def test_shipped_config_matches_the_release(row, shipped):
     name, field, release_value, where = row
-    _env(monkeypatch)
     assert (name, field) not in DEVIATIONS, f"{name}.{field} is both a release fact and a deviation"
-    got = shipped_value(_load(name), field)
+    got = shipped_value(shipped[name], field)
     assert got == release_value, f"{name}.{field} = {got!r}; the release has {release_value!r} ({where})"
 
 
 @pytest.mark.parametrize("key", sorted(DEVIATIONS), ids=lambda k: f"{k[0]}:{k[1]}")
-def test_deliberate_deviations_are_shipped_and_documented(key, monkeypatch):
+def test_deliberate_deviations_are_shipped_and_documented(key, shipped):
     name, field = key
     value, _why = DEVIATIONS[key]
-    _env(monkeypatch)
-    assert shipped_value(_load(name), field) == value
+    assert shipped_value(shipped[name], field) == value
     doc = (REPO / "docs" / "REPRODUCE.md").read_text(encoding="utf-8")
     assert f"`{name}`" in doc and f"`{field}`" in doc, f"docs/REPRODUCE.md does not name {name} / {field}"
 
