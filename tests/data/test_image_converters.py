@@ -146,6 +146,7 @@ def test_vqa(tmp_path):
     (item,) = load_qa([str(out / "vqa_minival.json"), "/coco", "image"])[:1]
     assert item.answers == ["dog", "cat"] and item.weights == pytest.approx([0.7, 0.3])
     assert item.all_answers == ["dog"] * 7 + ["cat"] * 3 and item.question_id == 100
+    assert item.answer_type == "other"
     # without a minival list, val2014 stays whole
     assert "vqa_val questions" in _build_vqa(f, tmp_path / "out2").counts
 

@@ -74,8 +74,14 @@ def test_qa_evaluation_end_to_end_exact_and_vqa(tmp_path):
     for i in range(2):
         write_video(tmp_path / f"v{i}.mp4", moving_square_frames(6, 48, 64, seed=i), fps=10, gop=2)
     qa = [
-        {"video": "v0.mp4", "question": "what?", "answer": ["t-shirt"] * 2 + ["shirt"] * 8, "question_id": 0},
-        {"video": "v1.mp4", "question": "what?", "answer": "t-shirt", "question_id": 1},
+        {
+            "video": "v0.mp4",
+            "question": "what?",
+            "answer": ["t-shirt"] * 2 + ["shirt"] * 8,
+            "question_id": 0,
+            "answer_type": "other",
+        },
+        {"video": "v1.mp4", "question": "what?", "answer": "t-shirt", "question_id": 1, "answer_type": "yes/no"},
     ]
     (tmp_path / "qa.json").write_text(json.dumps(qa))
     (tmp_path / "answers.json").write_text(json.dumps(["t-shirt"]))
@@ -95,6 +101,7 @@ def test_qa_evaluation_end_to_end_exact_and_vqa(tmp_path):
     # question 0: 2 of 10 annotators -> 0.6 ("-" becomes a space on both sides); question 1: one annotator
     # whose answer has no other annotator to agree with -> 0
     assert vqa["accuracy"] == 30.0
+    assert vqa["accuracy_by_answer_type"] == {"other": 60.0, "yes/no": 0.0}  # as the release's VQA evaluation
     preds = json.loads((tmp_path / "vqa" / "predictions.json").read_text())
     assert [p["score"] for p in preds] == pytest.approx([0.6, 0.0])
 

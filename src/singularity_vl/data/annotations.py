@@ -235,6 +235,7 @@ class QAItem:
     weights: list[float]  # fraction of annotators giving each
     question_id: Any
     all_answers: list[str] = field(default_factory=list)  # every annotator's answer, repeats kept (VQA accuracy)
+    answer_type: str = ""  # VQA: the annotation's answer_type (yes/no, number, other)
 
 
 def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
@@ -262,7 +263,9 @@ def load_qa(spec: Sequence[str] | CorpusSpec, max_words: int | None = None) -> l
             raise AnnotationError(f"{entry.source}: 'answer' must be a string or a list of strings")
         answers, weights = answer_weights(list(raw)) if raw else ([], [])
         qid = entry.fields.get("question_id", entry.source)
-        items.append(QAItem(str(entry.media), pre_text(q, max_words), answers, weights, qid, list(raw)))
+        atype = entry.fields.get("answer_type", "")
+        atype = atype if isinstance(atype, str) else ""
+        items.append(QAItem(str(entry.media), pre_text(q, max_words), answers, weights, qid, list(raw), atype))
     return items
 
 

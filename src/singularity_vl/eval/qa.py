@@ -19,6 +19,7 @@ class QAPrediction:
     answers: list[str]  # ground truth
     correct: bool
     score: float = 0.0  # 1/0 for exact matching; the VQA accuracy (0, 1/3, 2/3, 1 and averages) for VQA
+    answer_type: str = ""  # VQA: "yes/no", "number" or "other" (the annotation's), for the per-type accuracy
 
 
 @torch.no_grad()
@@ -65,6 +66,16 @@ def qa_accuracy(predictions: list[QAPrediction]) -> float | None:
     return round(100.0 * sum(p.score for p in predictions) / len(predictions), 2)
 
 
+def qa_metrics(predictions: list[QAPrediction]) -> dict[str, Any]:
+    """{"accuracy"} and, when the annotations give answer types (VQA), {"accuracy_by_answer_type"} as the
+    release's VQA evaluation reports it."""
+    out: dict[str, Any] = {"accuracy": qa_accuracy(predictions)}
+    types = sorted({p.answer_type for p in predictions if p.answer_type})
+    if types:
+        out["accuracy_by_answer_type"] = {t: qa_accuracy([p for p in predictions if p.answer_type == t]) for t in types}
+    return out
+
+
 def predictions_to_json(predictions: list[QAPrediction]) -> list[dict[str, Any]]:
     return [asdict(p) for p in predictions]
 
@@ -75,6 +86,7 @@ def make_prediction(
     answers: list[str],
     metric: str = "exact",
     all_answers: list[str] | None = None,
+    answer_type: str = "",
 ) -> QAPrediction:
     """Score one answer as the release does. `exact` (MSRVTT-QA, ActivityNet-QA): right when the predicted
     string (an answer-list entry, as written there) equals a ground-truth answer as written in the
@@ -86,7 +98,7 @@ def make_prediction(
         score = vqa_accuracy(prediction, all_answers if all_answers else answers)
     else:
         score = float(prediction in answers)  # no ground truth (a test split): 0
-    return QAPrediction(question_id, prediction, list(answers), score >= 1.0, score)
+    return QAPrediction(question_id, prediction, list(answers), score >= 1.0, score, answer_type)
 
 
 # --- VQA accuracy (the official VQA v2 evaluation, as the release's tasks/vqa_utils.py runs it) -----------

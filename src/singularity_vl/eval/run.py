@@ -23,7 +23,7 @@ from singularity_vl.devices import auto_num_workers, model_device, to_device
 from singularity_vl.distributed import gather_objects, gather_strided, is_main, my_share, rank_world, sum_int
 from singularity_vl.eval.mc import mc_accuracy, mc_scores
 from singularity_vl.eval.metrics import retrieval_metrics
-from singularity_vl.eval.qa import decode_answer, greedy_answers, make_prediction, predictions_to_json, qa_accuracy
+from singularity_vl.eval.qa import decode_answer, greedy_answers, make_prediction, predictions_to_json, qa_metrics
 from singularity_vl.eval.retrieval import EncodedTexts, EncodedVideos, encode_texts, encode_videos, rerank
 from singularity_vl.models.precision import autocast, resolve_precision
 
@@ -231,7 +231,7 @@ def evaluate(model, cfg: EvalConfig, out_dir: str | Path | None) -> dict[str, An
             ]
         else:
             preds = _answer_questions(model, cfg, tokenizer, res, device)
-            metrics = {"accuracy": qa_accuracy(preds)}
+            metrics = qa_metrics(preds)
             files["predictions.json"] = predictions_to_json(preds)
     result = {"task": cfg.task, "ensemble": ens, "num_frames_test": cfg.num_frames_test, **metrics}
     if out_dir is not None:
@@ -274,6 +274,8 @@ def _answer_questions(model, cfg: EvalConfig, tokenizer, res: int, device: torch
             )
             texts = [answers[best] for best in ranking.topk_ids[:, 0].tolist()]
         for (i, it), text in zip(its, texts, strict=True):
-            preds.append((i, make_prediction(it.question_id, text, it.answers, cfg.qa_metric, it.all_answers)))
+            preds.append(
+                (i, make_prediction(it.question_id, text, it.answers, cfg.qa_metric, it.all_answers, it.answer_type))
+            )
     _check_readable(failed)
     return [p for _, p in sorted(gather_objects(preds), key=lambda x: x[0])]
