@@ -4,6 +4,7 @@ random-weight retrieval model, shared by the search tests."""
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing as mp
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,14 @@ def built_index(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     index = tmp_path_factory.mktemp("index")
     build_index(folder, tiny_model_dir, index, num_frames=4, progress=False)
     return folder, index
+
+
+@pytest.fixture(scope="session")
+def processes():
+    """A multiprocessing context for tests that need other processes (to hold a lock, to be killed with
+    SIGKILL): a fork server that has imported the indexer once, so each process starts in milliseconds
+    (a fresh interpreter spends seconds importing torch; forking the test process itself would copy
+    FFmpeg's and torch's thread state). Targets must be module-level functions."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["singularity_vl.search.index"])
+    return ctx

@@ -127,3 +127,32 @@ def test_cli_index_and_search(tmp_path, tiny_model_dir, capsys, make_folder):
     assert {"path", "score", "time", "duration"} <= set(body["results"][0])
     assert main(["search", str(tmp_path / "nowhere"), "x"]) == 2
     assert "no index.db" in capsys.readouterr().err
+
+
+def test_rerank_reads_candidates_in_bounded_chunks(built_index, monkeypatch):
+    """Re-ranking never holds more than RERANK_CHUNK candidates' frame tokens, and chunking does not
+    change the results (same files, order and scores as all candidates at once)."""
+    import singularity_vl.search.engine as eng
+
+    _, index = built_index
+    engine = SearchEngine(index)
+    loaded = []
+    real_load = engine._load
+
+    def spy(kind, rows):
+        if kind == "frame_tokens":
+            loaded.append(len(rows))
+        return real_load(kind, rows)
+
+    monkeypatch.setattr(engine, "_load", spy)
+    for ensemble in ("concat", "max"):
+        monkeypatch.setattr(eng, "RERANK_CHUNK", 256)
+        whole = engine.search("a red square moves", k=6, rerank=6, ensemble=ensemble)
+        assert loaded == [6]
+        loaded.clear()
+        monkeypatch.setattr(eng, "RERANK_CHUNK", 4)
+        chunked = engine.search("a red square moves", k=6, rerank=6, ensemble=ensemble)
+        assert loaded == [4, 2]
+        loaded.clear()
+        assert [(h.id, h.frame) for h in chunked] == [(h.id, h.frame) for h in whole]
+        assert [h.score for h in chunked] == pytest.approx([h.score for h in whole], abs=1e-4)

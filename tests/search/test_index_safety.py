@@ -1,13 +1,11 @@
 """One indexer at a time (a second one waits or stops with a clear message), and an indexer killed
 with SIGKILL at random moments, then resumed, ends with the index a clean build gives.
 
-The other processes come from a multiprocessing fork server that has imported the indexer once (a fresh
-interpreter per process would spend seconds importing torch; forking this test process would copy
-FFmpeg's and torch's thread state); each is a separate process with its own locks and files."""
+The other processes come from the `processes` fork server (see conftest.py); each is a separate process
+with its own locks and files."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import random
 import signal
@@ -23,8 +21,6 @@ from singularity_vl.cli import main
 from singularity_vl.search.engine import SearchEngine
 from singularity_vl.search.index import DB_NAME, SHARD_DIR, IndexBusyError, build_index, connect, index_lock
 
-FORK = mp.get_context("forkserver")
-FORK.set_forkserver_preload(["singularity_vl.search.index"])
 SETTINGS = {"num_frames": 2, "batch_size": 1, "shard_size": 1, "progress": False}
 
 
@@ -34,12 +30,12 @@ def _hold_lock(index, locked, release) -> None:
         release.wait(120)
 
 
-def test_second_indexer_stops_or_waits(tmp_path, tiny_model_dir, make_folder, capsys):
+def test_second_indexer_stops_or_waits(tmp_path, tiny_model_dir, make_folder, capsys, processes):
     folder = make_folder(tmp_path / "v")
     index = tmp_path / "idx"
     index.mkdir()
-    locked, release = FORK.Event(), FORK.Event()
-    holder = FORK.Process(target=_hold_lock, args=(index, locked, release))
+    locked, release = processes.Event(), processes.Event()
+    holder = processes.Process(target=_hold_lock, args=(index, locked, release))
     holder.start()
     try:
         assert locked.wait(60)
@@ -61,12 +57,12 @@ def test_second_indexer_stops_or_waits(tmp_path, tiny_model_dir, make_folder, ca
         holder.join(30)
 
 
-def test_lock_of_a_killed_indexer_is_free(tmp_path, tiny_model_dir, make_folder):
+def test_lock_of_a_killed_indexer_is_free(tmp_path, tiny_model_dir, make_folder, processes):
     folder = make_folder(tmp_path / "v")
     index = tmp_path / "idx"
     index.mkdir()
-    locked, release = FORK.Event(), FORK.Event()
-    holder = FORK.Process(target=_hold_lock, args=(index, locked, release))
+    locked, release = processes.Event(), processes.Event()
+    holder = processes.Process(target=_hold_lock, args=(index, locked, release))
     holder.start()
     assert locked.wait(60)
     os.kill(holder.pid, signal.SIGKILL)
@@ -109,7 +105,7 @@ def _contents(index) -> tuple[dict, dict]:
     return meta, out
 
 
-def test_kill_9_at_random_moments_then_resume_equals_clean_build(tmp_path, tiny_model_dir, make_folder):
+def test_kill_9_at_random_moments_then_resume_equals_clean_build(tmp_path, tiny_model_dir, make_folder, processes):
     folder = make_folder(tmp_path / "v")
     clean, index = tmp_path / "clean", tmp_path / "idx"
     t0 = time.monotonic()
@@ -121,7 +117,7 @@ def test_kill_9_at_random_moments_then_resume_equals_clean_build(tmp_path, tiny_
         if len(kills) == 5:
             break
         before = _committed(index)
-        child = FORK.Process(target=_index_child, args=(folder, tiny_model_dir, index))
+        child = processes.Process(target=_index_child, args=(folder, tiny_model_dir, index))
         child.start()
         target, deadline = before + rng.randint(0, 1), time.monotonic() + 120
         while child.is_alive() and _committed(index) < target and time.monotonic() < deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -119,15 +120,29 @@ def test_full_server_answers_503_and_stays_bounded(built_index):
                 running[0] -= 1
 
     engine.search = slow_search
-    threads_before = threading.active_count()
+
+    def server_side_threads() -> int:
+        return sum(not t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate())
+
+    most, done = [0], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            most[0] = max(most[0], server_side_threads())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    before = server_side_threads()
     limits = ServerLimits(workers=2, queue=2, searches=1, decodes=1)
     srv = serve_in_thread(engine, limits=limits)
     try:
         answers = _hammer(srv.server_address[1], engine.ids[0], rounds=2)
-        server_threads = threading.active_count() - threads_before
     finally:
+        done.set()
+        watcher.join()
         srv.shutdown()
         srv.server_close()
+    server_threads = most[0] - before
     statuses = Counter(status for _, status, *_ in answers)
     assert statuses[503] > 0 and peak[0] == 1
     assert server_threads <= limits.workers + 2  # workers, the rejecting thread, serve_forever
@@ -176,22 +191,27 @@ def test_reindex_while_serving_keeps_shards_and_reloads(tmp_path, tiny_model_dir
     assert not list((index / "readers").glob("*.json"))
 
 
-@pytest.mark.parametrize("crash", [True, False])
-def test_reader_registration_outlives_nothing(tmp_path, tiny_model_dir, make_folder, crash):
-    """A reader's registration ends with its engine (closed, or its process gone), so it cannot pin
-    shards forever."""
-    import subprocess
-    import sys
+def _open_and_hold(index, opened) -> None:
+    engine = SearchEngine(index)
+    opened.set()
+    time.sleep(600)
+    engine.close()
 
+
+@pytest.mark.parametrize("crash", [True, False])
+def test_reader_registration_ends_with_its_engine(tmp_path, tiny_model_dir, make_folder, crash, processes):
+    """A reader's registration ends with its engine (closed, or its process killed), so it cannot pin
+    shards forever."""
     folder = make_folder(tmp_path / "v")
     index = tmp_path / "idx"
     build_index(folder, tiny_model_dir, index, num_frames=2, shard_size=1, progress=False)
-    if crash:  # a process that opens an engine and is killed holding it
-        code = (
-            "import os, sys\nfrom singularity_vl.search.engine import SearchEngine\n"
-            "e = SearchEngine(sys.argv[1])\nos.kill(os.getpid(), 9)\n"
-        )
-        subprocess.run([sys.executable, "-c", code, str(index)], check=False, timeout=120)
+    if crash:  # another process opens an engine and is killed holding it
+        opened = processes.Event()
+        reader = processes.Process(target=_open_and_hold, args=(index, opened))
+        reader.start()
+        assert opened.wait(120)
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.join(30)
     else:
         SearchEngine(index).close()
     assert len(list((index / "readers").glob("*.json"))) == (1 if crash else 0)
