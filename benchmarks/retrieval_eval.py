@@ -39,7 +39,7 @@ def run_case(size: str, n: int, k: int, frames: int) -> dict:
     ids[mask == 0] = 0
     texts = encode_texts(model, ids, mask)
     chunks = [encode_videos(model, torch.randn(8, frames, 3, res, res, generator=gen)) for _ in range(n // 8)]
-    videos = type(chunks[0])(*(torch.cat([getattr(c, f) for c in chunks]) for f in ("tokens", "frame_tokens", "feats")))
+    videos = type(chunks[0])(torch.cat([c.frame_tokens for c in chunks]), torch.cat([c.feats for c in chunks]))
     start = time.perf_counter()
     ref = rerank_release_procedure(model, texts, videos, k_test=k)
     t_ref = time.perf_counter() - start

@@ -77,7 +77,8 @@ def init_distributed(device: str | torch.device | None = "auto") -> tuple[int, i
         index = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
         dev = torch.device("cuda", index)
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # a process group even for one process (NCCL checked)
+    if (world > 1 or under_torchrun) and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, dev
