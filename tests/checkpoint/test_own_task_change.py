@@ -5,6 +5,7 @@ same texts and videos score exactly as before."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -123,3 +124,35 @@ def test_conversions_that_would_lose_weights_are_refused(saved, tmp_path):
         load_any(path, task="retrieval", text_heads=6)
     same = load_any(path)
     assert isinstance(same, SingularityBase) and same.config == original.config
+
+
+def test_evaluate_cli_on_our_pretraining_scores_as_the_model_itself(saved, tmp_path, capsys):
+    """`singularity-vl evaluate --checkpoint <pre-training dir>` (task retrieval) gives the metrics of the
+    saved model evaluated directly: the conversion changes no number."""
+    from singularity_vl.cli import main
+    from singularity_vl.data.video_writer import moving_square_frames, write_video
+    from singularity_vl.eval.run import EvalConfig, evaluate
+
+    path, original = saved
+    words = ["red", "green", "blue", "square", "circle", "moves", "left", "right", "a", "the", "stops"]
+    specials = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + words + [f"[unused{i}]" for i in range(99, 99 + 512 - len(specials) - len(words))]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    captions = ["a red square moves left", "the blue circle stops", "a green square moves right"]
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mp4", moving_square_frames(8, 40, 40, seed=i), fps=8, gop=4)
+    (tmp_path / "test.json").write_text(
+        json.dumps([{"video": f"v{i}.mp4", "caption": c} for i, c in enumerate(captions)])
+    )
+    settings = dict(
+        test_file=[str(tmp_path / "test.json"), str(tmp_path), "video"],
+        k_test=2,
+        num_frames_test=4,
+        max_txt_l=8,
+        tokenizer=str(tmp_path / "vocab.txt"),
+    )
+    direct = evaluate(original.eval(), EvalConfig(**settings), None)
+    overrides = [f"{k}={v}" if not isinstance(v, list) else f"{k}=[{','.join(v)}]" for k, v in settings.items()]
+    assert main(["evaluate", "--checkpoint", str(path), "--out", str(tmp_path / "out"), *overrides]) == 0
+    via_cli = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert via_cli["reranked"] == direct["reranked"] and via_cli["dual_encoder"] == direct["dual_encoder"]
