@@ -21,6 +21,8 @@ from singularity_vl.eval.metrics import retrieval_metrics
 from singularity_vl.eval.retrieval import rerank
 from singularity_vl.eval.run import encode_media, encode_text_list, load_eval_config
 
+pytestmark = pytest.mark.reference
+
 
 @pytest.fixture(scope="module")
 def release_case(ref_dir, ref_meta, tmp_path_factory):
