@@ -210,3 +210,14 @@ def test_prepare_images(tmp_path, capsys):
         prepare_images(tmp_path / "nowhere", tmp_path / "dst")
     assert main(["prepare-images", str(src), str(tmp_path / "dst2"), "--workers", "2"]) == 0
     assert "2 resized" in capsys.readouterr().out
+
+
+def test_prepare_images_format_follows_the_file_name(tmp_path):
+    """As the release's `save(output_path)`: a PNG named .jpg comes out as a JPEG."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (300, 400), (1, 2, 3)).save(src / "really_png.jpg", format="PNG")
+    summary = prepare_images(src, tmp_path / "dst", workers=1, progress=False)
+    assert len(summary.done) == 1
+    with Image.open(tmp_path / "dst" / "really_png.jpg") as out:
+        assert out.format == "JPEG" and out.size == (224, 298)

@@ -1,8 +1,9 @@
 """The release's image compression (its `preprocess/compress.py`, file_type=image): every image resized so
 that its shorter side is 224 pixels, aspect ratio kept (sides truncated to whole pixels, small images
 enlarged too), with Pillow's default filter for the mode (bicubic for RGB/L, nearest for P and 1), saved
-under the same relative path and format (Pillow's defaults: JPEG quality 75). As in the release, a file
-that cannot be converted is copied unchanged; unlike the release, it is also named in the summary.
+under the same relative path, in the format its file name says (Pillow's defaults: JPEG quality 75). As in
+the release, a file that cannot be converted is copied unchanged; unlike the release, it is also named in
+the summary.
 Parallel and resumable: existing outputs are skipped, each output is written under a temporary name."""
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def compress_image(src: str | Path, dst: str | Path, size: int = 224) -> tuple[i
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     with Image.open(src) as img:
-        fmt = img.format
+        # the format follows the file name, as the release's `save(output_path)` does
+        fmt = Image.registered_extensions().get(dst.suffix.lower(), img.format)
         out = img.resize(release_size(img.width, img.height, size))
         out.save(tmp, format=fmt)
     os.replace(tmp, dst)
