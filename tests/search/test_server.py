@@ -124,6 +124,8 @@ def test_search_api(server, tiny_model_dir):
     assert status == 200 and video == (folder / hit["path"]).read_bytes()
     status, headers, part = _get(base + hit["media"], {"Range": "bytes=10-19"})
     assert status == 206 and part == video[10:20] and headers["Content-Range"] == f"bytes 10-19/{len(video)}"
+    status, headers, part = _get(base + hit["media"], {"Range": "bytes=-5"})
+    assert status == 206 and part == video[-5:]
     info = json.loads(_get(f"{base}/api/info")[2])
     assert info == {"files": 6, "failed": 1, "model": str(tiny_model_dir.resolve())}
 
@@ -222,3 +224,23 @@ def test_browser_search_shows_results_with_thumbnails(server, tmp_path):
             shutil.copy(shot, DOCS_SCREENSHOT)
     finally:
         driver.quit()
+
+
+def test_open_ended_ranges_come_in_bounded_pieces(server, monkeypatch):
+    """A player asking for `bytes=N-` gets at most MAX_RANGE bytes per answer (so a slow player cannot hold
+    a worker for a whole file) and reassembles the file by asking again from where each piece ends."""
+    import singularity_vl.search.server as srv
+
+    base, folder = server
+    monkeypatch.setattr(srv, "MAX_RANGE", 1000)
+    hits = json.loads(_get(f"{base}/api/search?q=cars&k=6&rerank=0")[2])["results"]
+    path = next(h["media"] for h in hits if h["path"] == "bikes.mp4")
+    status, _, whole = _get(base + path)
+    assert status == 200 and len(whole) > 3000
+    got = b""
+    while len(got) < len(whole):
+        status, headers, part = _get(base + path, {"Range": f"bytes={len(got)}-"})
+        end = min(len(got) + 999, len(whole) - 1)
+        assert status == 206 and headers["Content-Range"] == f"bytes {len(got)}-{end}/{len(whole)}"
+        got += part
+    assert got == whole

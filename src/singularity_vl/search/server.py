@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
 THUMB_WIDTH = 320
 CHUNK = 1 << 16
+MAX_RANGE = 8 << 20  # bytes per 206 answer: a slow player cannot hold a worker for a whole file
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 BUSY_MESSAGE = "the server is busy; retry in a moment"
@@ -355,6 +356,7 @@ def make_handler(live: LiveIndex, hosts: HostCheck, limits: ServerLimits) -> typ
                     start = max(0, size - int(m.group(2)))
                 if start > end or start >= size:
                     raise ClientError(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "range outside the file")
+                end = min(end, start + MAX_RANGE - 1)  # players ask again from where it stops
                 status = HTTPStatus.PARTIAL_CONTENT
             with path.open("rb") as f:
                 f.seek(start)
