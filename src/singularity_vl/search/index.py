@@ -4,7 +4,8 @@ Per file the index keeps the dual-encoder features of its sampled frames (for th
 and the frames' vision tokens (the fusion inputs the ITM re-ranker cross-attends to), in safetensors
 shards, with metadata in SQLite (`index.db`: path, size, mtime, duration, fps, frame times, status).
 Runs are incremental (new or changed files only; deleted files dropped), corrupt files are recorded
-with their error and skipped, and an interrupted run (even kill -9) loses at most the shard it was writing.
+with their error and skipped, and an interrupted run (even kill -9 or a power cut: shards are fsync-ed
+before the rows naming them are committed) loses at most the shard it was writing.
 
 One indexer at a time: a run holds an exclusive `flock` on `index.lock` (released by the kernel when the
 process ends, however it ends); a second run waits up to `wait` seconds, then stops with a message naming
@@ -287,6 +288,14 @@ def _clean_shards(index_dir: Path, db: sqlite3.Connection) -> None:
                 f.unlink(missing_ok=True)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @torch.no_grad()
 def _encode(model: SingularityBase, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     enc = model.encode_video(torch.stack(clips))
@@ -413,7 +422,9 @@ def _index_chunk(db, index_dir, root, chunk, on_disk, known, model, transform, n
     if tensors:
         tmp = index_dir / SHARD_DIR / (shard + ".tmp")
         save_file(tensors, str(tmp))
+        _fsync(tmp)
         tmp.replace(index_dir / SHARD_DIR / shard)
+        _fsync(index_dir / SHARD_DIR)  # the rename is on disk before the rows naming it are committed
     with db:  # one transaction: the chunk's rows appear together
         _bump_generation(db)
         for row in rows:
