@@ -73,6 +73,9 @@ class _Server:
                 m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
                 if m:
                     start = int(m.group(1))
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -162,6 +165,14 @@ def test_interrupted_download_resumes(server, tmp_path):
     assert sorted(models) == ["msrvtt_ret/singularity_17m", "msrvtt_ret/singularity_temporal_17m"]
     assert server.requests[-1] == ("msrvtt_ret.tar.gz", f"bytes={have}-")
     assert (tmp_path / "cache" / "archives" / "msrvtt_ret.tar.gz").read_bytes() == server.files["msrvtt_ret.tar.gz"]
+
+
+def test_a_partial_file_longer_than_the_archive_is_reported(server, tmp_path):
+    part = tmp_path / "cache" / "archives" / "msrvtt_ret.tar.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * (len(server.files["msrvtt_ret.tar.gz"]) + 10))
+    with pytest.raises(zoo.ZooError, match="delete this file and run again"):
+        zoo.prepare("msrvtt_ret", progress=False)
 
 
 def test_a_member_escaping_the_cache_is_refused(server, tmp_path):

@@ -121,6 +121,8 @@ def download(url: str, dest: Path, size: int | None = None, sha256: str | None =
     except urllib.error.HTTPError as e:
         if e.code == 416 and size is not None and offset == size:  # already complete
             resp = None
+        elif e.code == 416:
+            raise ZooError(f"{part}: the server has nothing past byte {offset}; delete this file and run again") from e
         else:
             raise ZooError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
