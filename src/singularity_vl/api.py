@@ -7,7 +7,7 @@
     s = model.score(["clip.mp4"], ["a dog catches a frisbee"])  # (V, T) match probability
     a = model.answer("clip.mp4", "what is the dog doing?", ["running", "eating"])  # QA models
 
-`load` is the one way the command line, the search index and the demo open a model too.
+`load` / `load_model` are also how the command line, the search engine and the demo open a model.
 """
 
 from __future__ import annotations
