@@ -400,6 +400,8 @@ class PooledHTTPServer(HTTPServer):
     a connection that finds the queue full is answered 503 by one small rejecting thread (which reads
     the request first, so the client sees the answer rather than a reset)."""
 
+    request_queue_size = 128  # the listen backlog: connections the kernel holds before we accept them
+
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limits: ServerLimits) -> None:
         self.limits = limits
         self._pending: queue.Queue = queue.Queue(maxsize=limits.queue)
