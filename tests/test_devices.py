@@ -198,3 +198,19 @@ def test_from_pretrained_builds_on_the_device_it_is_given(tmp_path):
     assert {p.device.type for p in loaded.parameters()} == {"cpu"}
     with pytest.raises(ValueError, match="not a device"):
         SingularityBase.from_pretrained(tmp_path, device="banana")
+
+
+def test_cli_device_option_reaches_training_and_evaluation(tmp_path, videos, capsys):
+    from singularity_vl.cli import main
+
+    spec = f"[[{videos}/ret.json,{videos},video]]"
+    assert main(["train", "--device", "banana", f"train_file={spec}", f"output_dir={tmp_path}/t"]) == 2
+    assert "banana" in capsys.readouterr().err
+    create_model(tiny_config("retrieval")).save_pretrained(tmp_path / "model")
+    ev = ["evaluate", "--checkpoint", str(tmp_path / "model"), "--out", str(tmp_path / "e")]
+    ev += ["--device", "banana", f"test_file=[{videos}/ret.json,{videos},video]"]
+    assert main(ev) == 2
+    assert "banana" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*ev[:-3], "--device", "cuda", ev[-1]]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

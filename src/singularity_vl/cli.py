@@ -67,7 +67,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"eval_frame_ensemble={args.ensemble}")
     cfg = load_eval_config(args.config, overrides)
     task = {"retrieval": "retrieval", "mc": "retrieval", "qa": "qa"}[cfg.task]
-    model = load_model(args.checkpoint, task=task, device=getattr(args, "device", None))
+    model = load_model(args.checkpoint, task=task, device=args.device)
     result = evaluate(model, cfg, args.out)
     print(json.dumps(result, indent=2))
     return 0
@@ -77,7 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from singularity_vl.train.config import load_train_config
     from singularity_vl.train.loop import Trainer
 
-    cfg = load_train_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    cfg = load_train_config(args.config, overrides)
     summary = Trainer(cfg).run()
     print(json.dumps(summary))
     return 0
@@ -109,7 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     torch_threads(args.threads)
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    run_demo(args.out, settings, seed=args.seed)
+    run_demo(args.out, settings, seed=args.seed, device=args.device)
     return 0
 
 
@@ -356,6 +357,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default=None, help="where to compute: cpu, cuda, cuda:N (default: cuda when a GPU is visible)"
+    )
+
+
 def torch_threads(n: int | None) -> None:
     if n:
         import torch
@@ -445,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pre-train or fine-tune (one process, or many under torchrun)")
     p.add_argument("--config", default=None, help="YAML training config (see singularity_vl.train.config)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=1e-5 scheduler.epochs=5")
+    _add_device(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="retrieval / multiple-choice / QA evaluation with the release's metrics")
@@ -454,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=None, help="test frames per video (overrides the config)")
     p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default=None)
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. k_test=16)")
+    _add_device(p)
     p.set_defaults(func=_cmd_evaluate)
 
     _prepare_parsers(sub)
@@ -513,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much smaller run (about 2 minutes) for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    _add_device(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("smoke", help="tiny end-to-end run on CPU: build, train a few steps, save, reload")

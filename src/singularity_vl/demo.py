@@ -137,7 +137,7 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 
 STAGE_RECORD = "stage.json"
 # training settings that do not change what a stage produces (left out of its record)
-NOT_SHAPING = ("decoded_clip_cache_mb", "resume", "model")
+NOT_SHAPING = ("decoded_clip_cache_mb", "resume", "model", "device")
 
 
 def stage_id(key: dict[str, Any]) -> str:
@@ -248,11 +248,17 @@ EVAL_MODEL = {"template": "template", "label": "objects", "static": "objects"}
 
 
 def train_models(
-    files: CorpusFiles, out: Path, s: DemoSettings, seed: int, seconds: dict[str, float] | None = None
+    files: CorpusFiles,
+    out: Path,
+    s: DemoSettings,
+    seed: int,
+    seconds: dict[str, float] | None = None,
+    device: str | None = None,
 ) -> dict[str, dict[str, Path]]:
     """Pre-train on single images, then fine-tune the single-frame and the temporal model, each on the
     object captions (label + static) and then, continuing from that, on the template and label captions.
-    Returns model -> run -> dir; `seconds` receives each stage's wall time in this run."""
+    Returns model -> run -> dir; `seconds` receives each stage's wall time in this run; training runs on
+    `device` (default: a GPU when there is one)."""
     seconds = {} if seconds is None else seconds
     init = out / "init"
     config = model_config(s)
@@ -277,6 +283,7 @@ def train_models(
         max_steps=s.max_steps,
         resume="auto",
         decoded_clip_cache_mb=s.decoded_clip_cache_mb,
+        device=str(device or "auto"),
     )
     # MiniLM's word embeddings (and the MLM decoder tied to them) stay as pre-trained: this small corpus
     # has ~60 distinct words, and their dense gradient was ~12% of each step
@@ -347,8 +354,11 @@ def train_models(
     return models
 
 
-def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: DemoSettings) -> list[dict[str, Any]]:
-    """Every (model, task, frames, ensemble): re-ranked retrieval recalls in both directions."""
+def evaluate_models(
+    files: CorpusFiles, models: dict[str, dict[str, Path]], s: DemoSettings, device: str | None = None
+) -> list[dict[str, Any]]:
+    """Every (model, task, frames, ensemble): re-ranked retrieval recalls in both directions, computed on
+    `device` (default: a GPU when there is one)."""
     tokenizer = ReleaseTokenizer()
     rows = []
     jobs = [(m, t, f) for m in models for t in TASKS for f in s.test_frames]
@@ -360,7 +370,7 @@ def evaluate_models(files: CorpusFiles, models: dict[str, dict[str, Path]], s: D
         for task in TASKS:
             run = EVAL_MODEL[task]
             if run not in loaded:
-                loaded[run] = load_model(runs[run], device="cpu")
+                loaded[run] = load_model(runs[run], device=device)
             model = loaded[run]
             ev = load_retrieval_eval(files.test_spec(task), multi_video_gt=True)
             texts = encode_text_list(model, tokenizer, ev.texts, 16)
@@ -492,8 +502,11 @@ def plot(rows: list[dict], chance: dict[str, float], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 0) -> dict[str, Any]:
-    """The whole experiment; returns the report (also written to `out/report.json`)."""
+def run_demo(
+    out: str | Path, settings: DemoSettings | None = None, seed: int = 0, device: str | None = None
+) -> dict[str, Any]:
+    """The whole experiment on `device` (default: a GPU when there is one); returns the report (also
+    written to `out/report.json`)."""
     s = settings or DemoSettings()
     s = replace(s, corpus=replace(s.corpus, seed=seed))
     out = Path(out)
@@ -511,9 +524,9 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, seed: int = 
         files = generate_corpus(out / "corpus", s.corpus)
     set_decoded_clip_cache(s.decoded_clip_cache_mb)
     try:
-        models = train_models(files, out, s, seed, stage_seconds)
+        models = train_models(files, out, s, seed, stage_seconds, device)
         with _timed(stage_seconds, "evaluation"):
-            rows = evaluate_models(files, models, s)
+            rows = evaluate_models(files, models, s, device)
     finally:
         set_decoded_clip_cache(0)
     chance = {t: round(chance_t2v_r1(files.annotation(t, "test")), 4) for t in TASKS}
