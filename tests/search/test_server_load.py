@@ -100,26 +100,35 @@ def test_sixty_clients_get_no_server_errors(built_index):
     assert len(answers) == CLIENTS * 3 and {a[0] for a in answers} == {k[0] for k in _requests(1, 1)}
 
 
-def test_full_server_answers_503_and_stays_bounded(built_index):
-    """Small limits and slow searches: the bounds hold (one search at a time, a fixed set of worker
-    threads), the overflow gets 503 with Retry-After, and every other answer is still correct."""
-    _, index = built_index
-    engine = SearchEngine(index)
-    running, peak, lock = [0], [0], threading.Lock()
-    real_search = engine.search
+def _counting(fn, peak: Counter, name: str, lock: threading.Lock):
+    """`fn`, slowed down a little, recording in peak[name] how many calls ran at once."""
+    running = Counter()
 
-    def slow_search(*args, **kwargs):
+    def wrapper(*args, **kwargs):
         with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
+            running[name] += 1
+            peak[name] = max(peak[name], running[name])
         try:
             time.sleep(0.05)
-            return real_search(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             with lock:
-                running[0] -= 1
+                running[name] -= 1
 
-    engine.search = slow_search
+    return wrapper
+
+
+def test_full_server_answers_503_and_stays_bounded(built_index, monkeypatch):
+    """Small limits and slow searches and decodes: the bounds hold (one search and one decode at a time,
+    a fixed set of worker threads), the overflow gets 503 with Retry-After, and every other answer is
+    still correct."""
+    import singularity_vl.search.server as srv_module
+
+    _, index = built_index
+    engine = SearchEngine(index)
+    peak, lock = Counter(), threading.Lock()
+    engine.search = _counting(engine.search, peak, "search", lock)
+    monkeypatch.setattr(srv_module, "_decode_thumbnail", _counting(srv_module._decode_thumbnail, peak, "decode", lock))
 
     def server_side_threads() -> int:
         return sum(not t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate())
@@ -144,7 +153,7 @@ def test_full_server_answers_503_and_stays_bounded(built_index):
         srv.server_close()
     server_threads = most[0] - before
     statuses = Counter(status for _, status, *_ in answers)
-    assert statuses[503] > 0 and peak[0] == 1
+    assert statuses[503] > 0 and peak["search"] == 1 and peak["decode"] <= 1
     assert server_threads <= limits.workers + 2  # workers, the rejecting thread, serve_forever
     for name, status, headers, body, ok in answers:
         if status == 503:
@@ -153,6 +162,35 @@ def test_full_server_answers_503_and_stays_bounded(built_index):
         else:
             assert status in ok, (name, status, body[:200])
     assert not any(500 <= s < 600 and s != 503 for s in statuses)
+
+
+@pytest.mark.parametrize("decode_wait", [30.0, 0.01])
+def test_thumbnail_decodes_are_bounded(built_index, monkeypatch, decode_wait):
+    """Eight thumbnails asked at once (as the page does) with one decode slot: decodes run one at a time;
+    requests wait for the slot (all answered 200) or, past `decode_wait`, get 503 with Retry-After."""
+    import singularity_vl.search.server as srv_module
+
+    _, index = built_index
+    engine = SearchEngine(index)
+    peak, lock = Counter(), threading.Lock()
+    monkeypatch.setattr(srv_module, "_decode_thumbnail", _counting(srv_module._decode_thumbnail, peak, "decode", lock))
+    limits = ServerLimits(workers=8, queue=16, decodes=1, decode_wait=decode_wait)
+    srv = serve_in_thread(engine, limits=limits)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    urls = [f"{base}/thumbnail/{i}?frame={f}" for i in engine.ids[:4] for f in (0, 1)]
+    try:
+        with ThreadPoolExecutor(len(urls)) as pool:
+            answers = list(pool.map(_get, urls))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    statuses = Counter(status for status, _, _ in answers)
+    assert peak["decode"] == 1
+    if decode_wait > 1:
+        assert statuses == {200: 8}
+    else:
+        assert statuses[503] > 0 and statuses[200] > 0 and set(statuses) == {200, 503}
+        assert all(h["Retry-After"] == "1" for status, h, _ in answers if status == 503)
 
 
 def test_reindex_while_serving_keeps_shards_and_reloads(tmp_path, tiny_model_dir, make_folder):

@@ -57,6 +57,7 @@ class ServerLimits:
     queue: int = 32  # accepted connections waiting for a free worker
     searches: int = 4  # searches running or waiting for the model
     decodes: int = 2  # thumbnails being decoded from their videos
+    decode_wait: float = 15.0  # seconds a thumbnail request waits for a decode slot (a page asks for many)
     request_timeout: float = 30.0  # seconds a client may take to send its request
     reload_every: float = 2.0  # seconds between checks whether the index changed
 
@@ -201,10 +202,12 @@ def _decode_thumbnail(path: str, frame_index: int) -> bytes:
 
 
 class ThumbnailCache:
-    """The last `size` thumbnails by (path, mtime, frame number); misses decode within `decodes` slots."""
+    """The last `size` thumbnails by (path, mtime, frame number); a miss waits up to `wait` seconds for
+    one of `decodes` slots to decode."""
 
-    def __init__(self, decodes: int, size: int = 512) -> None:
+    def __init__(self, decodes: int, wait: float, size: int = 512) -> None:
         self.size = size
+        self.wait = wait
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._decodes = threading.BoundedSemaphore(decodes)
@@ -215,7 +218,7 @@ class ThumbnailCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        with _slot(self._decodes):
+        with _slot(self._decodes, self.wait):
             data = _decode_thumbnail(str(path), frame_index)
         with self._lock:
             self._items[key] = data
@@ -229,8 +232,8 @@ class _Busy(Exception):
 
 
 @contextlib.contextmanager
-def _slot(sem: threading.Semaphore) -> Iterator[None]:
-    if not sem.acquire(blocking=False):
+def _slot(sem: threading.Semaphore, wait: float = 0.0) -> Iterator[None]:
+    if not (sem.acquire(timeout=wait) if wait > 0 else sem.acquire(blocking=False)):
         raise _Busy
     try:
         yield
@@ -240,7 +243,7 @@ def _slot(sem: threading.Semaphore) -> Iterator[None]:
 
 def make_handler(live: LiveIndex, hosts: HostCheck, limits: ServerLimits) -> type[BaseHTTPRequestHandler]:
     searches = threading.BoundedSemaphore(limits.searches)
-    thumbnails = ThumbnailCache(limits.decodes)
+    thumbnails = ThumbnailCache(limits.decodes, limits.decode_wait)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "singularity-vl"
