@@ -94,7 +94,7 @@ def index_lock(index_dir: str | Path, wait: float = 0.0) -> Iterator[None]:
                     waited = f" (waited {wait:g} s)" if wait > 0 else ""
                     raise IndexBusyError(
                         f"{index_dir}: another indexer (pid {holder}) is updating this index{waited}; let it finish,"
-                        " or pass --wait SECONDS to wait for it"
+                        " or pass --wait SECONDS (Python: wait=SECONDS) to wait for it"
                     ) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
