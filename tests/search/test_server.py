@@ -54,6 +54,27 @@ def test_serve_binds_localhost_by_default(built_index, monkeypatch, capsys):
     assert f"on http://127.0.0.1:{port}/" in capsys.readouterr().out
 
 
+def test_serve_allowed_host_option(built_index, monkeypatch):
+    """`serve --allowed-host NAME` answers requests for NAME (and still refuses other names)."""
+    import threading
+
+    _, index = built_index
+    real_serve, got = PooledHTTPServer.serve_forever, {}
+
+    def serve_briefly(self, poll_interval=0.5):
+        thread = threading.Thread(target=real_serve, args=(self, 0.05))
+        thread.start()
+        url = f"http://127.0.0.1:{self.server_address[1]}/api/info"
+        got["named"] = _get(url, {"Host": "Media-Box.lan:8000"})[0]
+        got["other"] = _get(url, {"Host": "evil.example"})[0]
+        self.shutdown()
+        thread.join()
+
+    monkeypatch.setattr(PooledHTTPServer, "serve_forever", serve_briefly)
+    assert main(["serve", str(index), "--port", "0", "--allowed-host", "media-box.lan", "--workers", "2"]) == 0
+    assert got == {"named": 200, "other": 421}
+
+
 def _raw(base: str, request: bytes) -> bytes:
     host, port = base.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as s:
