@@ -31,6 +31,10 @@ class OffDevice(torch.Tensor):
         if func in (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.pin_memory) or name in _METADATA:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*plain, **kwargs)
+        if func in (torch.stack, torch.cat):  # collating on the data side keeps the data side's device
+            parts = [a.as_subclass(torch.Tensor) if isinstance(a, OffDevice) else a for a in args[0]]
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(parts, *args[1:], **kwargs).as_subclass(OffDevice)
         raise RuntimeError(f"{name}() on a tensor that was not moved to the model's device")
 
 
@@ -214,3 +218,30 @@ def test_cli_device_option_reaches_training_and_evaluation(tmp_path, videos, cap
     if not torch.cuda.is_available():
         assert main([*ev[:-3], "--device", "cuda", ev[-1]]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_index_and_search_move_their_inputs(tmp_path, videos, monkeypatch):
+    from singularity_vl.search import index as index_module
+    from singularity_vl.search.engine import SearchEngine
+    from singularity_vl.search.index import build_index
+
+    torch.manual_seed(0)
+    create_model(tiny_config("retrieval")).save_pretrained(tmp_path / "model")
+    build_index(videos, tmp_path / "model", tmp_path / "plain", num_frames=2, device="cpu", progress=False)
+    expected = SearchEngine(tmp_path / "plain", device="cpu").search("a square", k=3, rerank=3)
+
+    transform_cls = index_module.EvalTransform
+
+    class OffDeviceTransform(transform_cls):  # decoded frames arrive as the data side's tensors
+        def __call__(self, frames):
+            return off_device(super().__call__(frames))
+
+    monkeypatch.setattr(index_module, "EvalTransform", OffDeviceTransform)
+    build_index(videos, tmp_path / "model", tmp_path / "marked", num_frames=2, device="cpu", progress=False)
+    engine = SearchEngine(tmp_path / "marked", device="cpu")
+    load = engine._load
+    monkeypatch.setattr(engine, "_load", lambda kind, rows: off_device(load(kind, rows)))
+    tokenizer = engine.tokenizer
+    monkeypatch.setattr(engine, "tokenizer", lambda *a, **k: off_device(tokenizer(*a, **k)))
+    got = engine.search("a square", k=3, rerank=3)
+    assert [(h.path, h.score, h.frame) for h in got] == [(h.path, h.score, h.frame) for h in expected]

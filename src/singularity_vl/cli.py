@@ -316,6 +316,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         rebuild=args.rebuild,
         wait=args.wait,
+        device=args.device,
     )
     print(summary.text())
     return 0
@@ -324,7 +325,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from singularity_vl.search.engine import SearchEngine, hits_to_json
 
-    engine = SearchEngine(args.index_dir)
+    engine = SearchEngine(args.index_dir, device=args.device)
     hits = engine.search(args.query, k=args.k, rerank=args.rerank, ensemble=args.ensemble)
     if args.json:
         print(json.dumps(hits_to_json(args.query, hits), indent=1))
@@ -343,7 +344,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from singularity_vl.search.server import ServerLimits, make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    engine = SearchEngine(args.index_dir)
+    engine = SearchEngine(args.index_dir, device=args.device)
     limits = ServerLimits(workers=args.workers)
     server = make_server(engine, args.host, args.port, allowed_hosts=args.allowed_host, limits=limits)
     host, port = server.server_address[:2]
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another indexer of --out"
     )
+    _add_device(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="text-to-video search in an index")
@@ -486,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", type=int, default=64, help="candidates re-ranked by ITM (0: dual encoder only)")
     p.add_argument("--ensemble", choices=["concat", "mean", "max", "lse"], default="concat")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("serve", help="web page and JSON API over an index")
@@ -500,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also answer requests for this Host name (repeatable; '*' turns the Host check off)",
     )
     p.add_argument("--workers", type=int, default=8, help="request threads (more waiting requests get 503)")
+    _add_device(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(

@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from singularity_vl.api import load_model
 from singularity_vl.data.text import ReleaseTokenizer
+from singularity_vl.devices import model_device, to_device
 from singularity_vl.models.losses import ENSEMBLES, pool_frames
 from singularity_vl.models.singularity import SingularityBase
 from singularity_vl.search.index import DB_NAME, SHARD_DIR, SearchIndexError, model_fingerprint, open_snapshot
@@ -57,10 +58,16 @@ class SearchEngine:
     meanwhile keeps them until the engine is closed (`close`, or garbage collection)."""
 
     def __init__(
-        self, index_dir: str | Path, model: SingularityBase | None = None, *, previous: SearchEngine | None = None
+        self,
+        index_dir: str | Path,
+        model: SingularityBase | None = None,
+        *,
+        previous: SearchEngine | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
-        """Open `index_dir` with `model` (default: the index's own model directory, checked to be unchanged;
-        or `previous`'s model when that engine was opened on the same weights)."""
+        """Open `index_dir` with `model` (default: the index's own model directory, checked to be unchanged,
+        loaded on `device` (default: a GPU when there is one); or `previous`'s model, on its device, when
+        that engine was opened on the same weights). Queries and re-ranking run on the model's device."""
         self.index_dir = Path(index_dir)
         self._finalizer = None
         if not (self.index_dir / DB_NAME).is_file():
@@ -82,8 +89,9 @@ class SearchEngine:
                     raise SearchIndexError(f"{model_dir}: the index's model directory is gone")
                 if model_fingerprint(model_dir) != self.meta["model_fingerprint"]:
                     raise SearchIndexError(f"{model_dir}: the model changed since indexing; re-index with --rebuild")
-                model = load_model(model_dir, device="cpu")  # the index's features live on the CPU
+                model = load_model(model_dir, device=device)
             self.model = model.eval()
+            self.device = model_device(self.model)
             self.tokenizer = previous.tokenizer if previous is not None else ReleaseTokenizer()
             self.ids = [r[0] for r in rows]
             self.paths = [r[1] for r in rows]
@@ -92,7 +100,8 @@ class SearchEngine:
             self.locations = [(r[4], r[5]) for r in rows]
             self.frame_indices = [json.loads(r[6]) for r in rows]
             self.by_id = {r[0]: i for i, r in enumerate(rows)}
-            self.feats = self._load("feats", range(len(rows))) if rows else torch.zeros(0, 1, 1)
+            feats = self._load("feats", range(len(rows))) if rows else torch.zeros(0, 1, 1)
+            self.feats = feats.to(self.device)
         except BaseException:
             self.close()
             raise
@@ -144,7 +153,7 @@ class SearchEngine:
 
     def _search(self, query: str, k: int, rerank: int, ensemble: str) -> list[Hit]:
         m = self.model
-        enc = self.tokenizer([query], 32)
+        enc = to_device(self.tokenizer([query], 32), self.device)
         tokens, cls = m.encode_text(enc["input_ids"], enc["attention_mask"])
         text_feat = m.text_features(cls)[0]
         per_frame_sim = self.feats @ text_feat  # (N, T)
@@ -174,7 +183,7 @@ class SearchEngine:
         """Per-frame ITM logits (C, T) of the candidate `rows` (which frame matches, and the late-fusion
         ensembles) and their scores (C,) under `ensemble`."""
         m = self.model
-        frame_tokens = self._load("frame_tokens", rows)  # (C, T, L, D)
+        frame_tokens = self._load("frame_tokens", rows).to(self.device)  # (C, T, L, D), one chunk at a time
         c, t, n, d = frame_tokens.shape
         flat = frame_tokens.reshape(c * t, n, d)
         per_frame = m.match_logits(tokens.expand(c * t, -1, -1), mask.expand(c * t, -1), flat, self_attended=True)

@@ -35,6 +35,8 @@ from safetensors.torch import save_file
 
 from singularity_vl.data.transforms import EvalTransform
 from singularity_vl.data.video_reader import IMAGE_SUFFIXES, VideoReadError, read_clip
+from singularity_vl.devices import model_device, resolve_device
+from singularity_vl.models.precision import autocast
 from singularity_vl.models.singularity import SingularityBase
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv"}
@@ -298,8 +300,12 @@ def _fsync(path: Path) -> None:
 
 @torch.no_grad()
 def _encode(model: SingularityBase, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = model.encode_video(torch.stack(clips))
-    return model.video_features(enc.pooled), enc.frame_tokens
+    """Features and frame tokens of a batch of clips, computed on the model's device, returned on the CPU."""
+    device = model_device(model)
+    with autocast("bf16" if device.type == "cuda" else "fp32", device):
+        enc = model.encode_video(torch.stack(clips).to(device, non_blocking=True))
+        feats = model.video_features(enc.pooled)
+    return feats.float().cpu(), enc.frame_tokens.float().cpu()
 
 
 def build_index(
@@ -312,9 +318,11 @@ def build_index(
     rebuild: bool = False,
     progress: bool = True,
     wait: float = 0.0,
+    device: str | torch.device | None = None,
 ) -> IndexSummary:
-    """Create or update the index of `video_dir` under `out` with the model in `model_dir`; `wait`:
-    seconds to wait for another indexer of the same index before giving up (`IndexBusyError`)."""
+    """Create or update the index of `video_dir` under `out` with the model in `model_dir`, encoding on
+    `device` (default: a GPU when there is one; bf16 there); `wait`: seconds to wait for another indexer
+    of the same index before giving up (`IndexBusyError`)."""
     from tqdm import tqdm
 
     root = Path(video_dir).resolve()
@@ -328,10 +336,12 @@ def build_index(
     index_dir = Path(out).resolve()
     (index_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     with index_lock(index_dir, wait):
-        return _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm)
+        return _build_locked(
+            root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device
+        )
 
 
-def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm):
+def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device):
     db = connect(index_dir)
     try:
         wanted = {
@@ -358,7 +368,7 @@ def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size
             else:
                 todo.append(rel)
         if todo:
-            model = SingularityBase.from_pretrained(model_dir).eval()
+            model = SingularityBase.from_pretrained(model_dir, device=resolve_device(device)).eval()
             transform = EvalTransform(model.config.vision.image_size)
             bar = tqdm(total=len(todo), desc="indexing", unit="file", disable=not progress)
             for start in range(0, len(todo), shard_size):
