@@ -54,4 +54,6 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     for i in range(1, 45):  # variable frame rate: gaps alternating 20 ms and 100 ms
         vfr_times.append(vfr_times[-1] + (0.02 if i % 2 else 0.1))
     out["vfr"] = write_video(d / "vfr.mp4", frames[:45], fps=25, gop=8, timestamps=vfr_times)
+    out["gop10_bframes"] = write_video(d / "gop10b.mp4", frames, fps=30, gop=10, bframes=2)
+    out["vfr_bframes"] = write_video(d / "vfrb.mp4", frames[:45], fps=25, gop=8, bframes=2, timestamps=vfr_times)
     return out

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import random
 
+import av
 import numpy as np
 import pytest
+import torch
 
+from singularity_vl.data import video_reader
 from singularity_vl.data.video_reader import (
     VideoIndex,
     VideoReadError,
+    decode_threads,
     plan_decode,
     read_clip,
     read_frames,
+    sample_table,
+    seek_cost_frames,
+    set_decode_threads,
     set_decoded_clip_cache,
     video_index,
 )
@@ -134,6 +141,108 @@ def test_plan_seeks_only_when_cheaper():
     long_gop = VideoIndex(tuple(range(300)), (0, 250), 30.0, 1 / 30)
     steps = plan_decode([15, 165, 285], long_gop)
     assert [s for s in steps if s[0] == "seek"] == [("seek", 0), ("seek", 250)]
+
+
+TABLE_CASES = ["gop10", "gop10_bframes", "gop250_bframes", "odd_size", "short", "vfr", "vfr_bframes"]
+
+
+@pytest.mark.parametrize("case", TABLE_CASES)
+def test_mp4_read_through_its_sample_table(clips, case, decoded, monkeypatch):
+    """An mp4 file is read through the sample table the container holds, seeking keyframe to keyframe
+    (B-frames and variable frame rate included): exact frames, and no packet index (a demuxing pass over
+    the whole file) is ever built."""
+    path = clips[case]
+    truth = decoded(path)
+
+    def no_index(*args):
+        raise AssertionError("packet index built")
+
+    monkeypatch.setattr(video_reader, "_index_cached", no_index)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        table = sample_table(stream)
+        cost = video_reader._stream_seek_cost(stream)
+    assert table is not None and table.num_frames == len(truth)
+    rng = random.Random(1)
+    seeks = 0
+    for _ in range(8):
+        wanted = [rng.randrange(len(truth)) for _ in range(rng.randint(1, 8))]
+        got = read_frames(path, wanted)
+        for j, i in enumerate(wanted):
+            assert np.array_equal(got[j], truth[i]), (case, i)
+        seeks += sum(1 for step, frame in plan_decode(wanted, table, cost) if step == "seek" and frame > 0)
+    for n in (1, 4, 12):
+        clip = read_clip(path, n, "middle")
+        for j, i in enumerate(clip.indices):
+            assert np.array_equal(clip.frames[j], truth[i]), (case, n, i)
+    if len(table.keyframes) > 2:
+        assert seeks > 0  # the seeking path was exercised, not only decoding from the start
+
+
+def _write_open_gop(path, frames):
+    """H.264 with open GOPs: B-frames after a keyframe (in decode order) are shown before it."""
+    with av.open(str(path), "w") as c:
+        params = "open-gop=1:keyint=10:min-keyint=10:scenecut=0:bframes=3:b-pyramid=none"
+        s = c.add_stream("libx264", rate=30, options={"x264-params": params, "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for img in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def test_open_gop_falls_back_to_the_packet_index(tmp_path, decoded):
+    """A keyframe that is not the first frame shown after it (open GOP) is caught where the seek lands;
+    the file is then read through the packet index: exact frames."""
+    from singularity_vl.data.video_writer import moving_square_frames
+
+    path = tmp_path / "open_gop.mp4"
+    _write_open_gop(path, moving_square_frames(90, 72, 96))
+    truth = decoded(path)
+    video_reader._index_cached.cache_clear()
+    rng = random.Random(0)
+    for _ in range(6):
+        wanted = [rng.randrange(len(truth)) for _ in range(rng.randint(2, 6))]
+        got = read_frames(path, wanted)
+        for j, i in enumerate(wanted):
+            assert np.array_equal(got[j], truth[i]), i
+    assert video_reader._index_cached.cache_info().currsize == 1  # the fallback was taken
+
+
+def test_seek_cost_follows_frame_size():
+    """A seek is cheap next to decoding a large frame, dear next to a tiny one; B-frames add their delay."""
+    assert seek_cost_frames(1280, 720, False) < 0.1
+    assert 0.2 < seek_cost_frames(398, 224, False) < 1
+    assert seek_cost_frames(96, 72, False) > 3
+    assert seek_cost_frames(398, 224, True) == pytest.approx(seek_cost_frames(398, 224, False) + 2)
+    # a prepare-videos output (60 frames, keyframe every 4, 224 px): 12 middle frames, one seek per group
+    table = video_reader.SampleTable(tuple(range(60)), tuple(range(0, 60, 4)), 1)
+    wanted = [2, 7, 12, 17, 22, 27, 32, 37, 42, 47, 52, 57]
+    seeks = [f for step, f in plan_decode(wanted, table, seek_cost_frames(398, 224, False)) if step == "seek"]
+    assert seeks == [0, 4, 12, 16, 20, 24, 32, 36, 40, 44, 52, 56]
+
+
+class _ThreadsSeen(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> int:
+        return decode_threads()
+
+
+def test_decoder_threads_one_per_loader_worker():
+    """Slice threads on every core in the main process; one thread in a DataLoader worker, whose siblings
+    already fill the cores; a set count wins."""
+    assert decode_threads() == 0
+    assert list(torch.utils.data.DataLoader(_ThreadsSeen(), batch_size=None, num_workers=1)) == [1]
+    set_decode_threads(1)
+    try:
+        assert decode_threads() == 1
+    finally:
+        set_decode_threads(None)
+    with pytest.raises(ValueError):
+        set_decode_threads(-1)
 
 
 def _assert_error(path, fragment):

@@ -1,11 +1,16 @@
 """Read exactly the wanted frames of a video (or an image) with PyAV, decoding as little as possible.
 
-The packet index (presentation timestamps and keyframes) is read by demuxing without decoding. For each
-wanted frame the reader then either keeps decoding forward or seeks to the keyframe before it, whichever
-decodes fewer frames: seeking wins on short GOPs (camera/web video), continuing wins inside one long GOP
-(x264's default 250). It is never worse than decoding from the start and stopping after the last wanted
-frame, and far cheaper than decoding every frame (the release's PyAV path). Variable frame rate and
-B-frames are handled by matching presentation timestamps, not by assuming a constant rate.
+An mp4/mov file carries its sample table (every frame in decode order, its timestamp, which are
+keyframes), read when the file is opened: no demuxing pass is needed to know where to seek. For each
+wanted frame the reader either keeps decoding forward or seeks to the keyframe before it, whichever costs
+less, counting a seek as a fixed number of decoded pixels (so seeking wins on short GOPs and on small
+frames, continuing wins inside one long GOP). Decoding from the start is the plan with no seek, so the
+reader is never clearly worse than decoding from the start and stopping after the last wanted frame, and
+far cheaper than decoding every frame (the release's PyAV path). A seek is checked where it lands (a
+keyframe at the timestamp the table promises); a file where it does not (open GOPs, edit lists that drop
+frames) and a container without a sample table (webm, mkv) are read through a packet index built by
+demuxing the whole file once (cached), matching presentation timestamps, so variable frame rate and
+B-frames are handled, not assumed away.
 
 Frames come out as a player shows them: a non-square sample aspect ratio is resized to square pixels and
 the container's display matrix (a phone video's rotation, a JPEG's EXIF orientation, mirroring) is
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import os
 import random
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,14 +39,11 @@ from av.sidedata.sidedata import Type as SideDataType
 from singularity_vl.data.sampling import sample_frame_indices
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-# Frames at least this large decode with slice threads.
-SLICE_THREADS_MIN_PIXELS = 640 * 360
-# Seeking flushes the decoder and restarts at a keyframe; counted as this many decoded frames.
-SEEK_COST_FRAMES = 10
-# Building the packet index (demuxing every packet) costs about one decoded frame per this many packets.
-PACKETS_PER_FRAME_COST = 30
-# Take the seeking path only when its estimated cost is below this share of decoding straight through.
-SEEK_PATH_MAX_SHARE = 0.6
+# A seek (container seek, decoder flush, restart at a keyframe) costs about as much as decoding this many
+# pixels (measured with PyAV 18 / FFmpeg 8 H.264: ~0.2 ms, a quarter of a 224 px frame, a tenth of a 720p one).
+SEEK_COST_PIXELS = 32_000
+# A decoder that reorders B-frames takes in this many more frames after a seek before it shows the keyframe.
+REORDER_DELAY_FRAMES = 2
 
 
 class VideoReadError(RuntimeError):
@@ -89,12 +93,32 @@ def _video_stream(container, path):
     if not container.streams.video:
         raise VideoReadError(path, "no video stream")
     stream = container.streams.video[0]
-    ctx = stream.codec_context
-    if (ctx.width or 0) * (ctx.height or 0) >= SLICE_THREADS_MIN_PIXELS:
-        stream.thread_type = "SLICE"  # frame threading can deadlock in forked DataLoader workers
-    else:
-        ctx.thread_count = 1  # small frames: starting decoder threads costs more than it saves
+    stream.thread_type = "SLICE"  # frame threading can deadlock in forked DataLoader workers
+    stream.codec_context.thread_count = decode_threads()
     return stream
+
+
+_decode_threads: int | None = None
+
+
+def set_decode_threads(count: int | None) -> None:
+    """Decoder threads per file: `count` (1: one core; 0: one per core, as FFmpeg picks), or None for the
+    default, `decode_threads()`."""
+    global _decode_threads
+    if count is not None and count < 0:
+        raise ValueError(f"decoder threads must be >= 0, got {count}")
+    _decode_threads = count
+
+
+def decode_threads() -> int:
+    """Decoder threads per file: as set by `set_decode_threads`; else 1 in a DataLoader worker (the
+    workers already fill the cores) and 0 elsewhere (FFmpeg decodes the slices of a frame on every core:
+    x264 writes several slices per frame, 2 at 224 px; the same CPU time, less wall time)."""
+    if _decode_threads is not None:
+        return _decode_threads
+    loading = sys.modules.get("torch.utils.data")  # not imported: not in a DataLoader worker
+    in_worker = loading is not None and loading.get_worker_info() is not None
+    return 1 if in_worker else 0
 
 
 # --- frames as a player shows them: sample aspect ratio, then display matrix ------------------------------
@@ -285,29 +309,44 @@ def _read_image(path: str | Path) -> np.ndarray:
     raise VideoReadError(path, "no image data")
 
 
-def plan_decode(wanted: list[int], index: VideoIndex) -> list[tuple[str, int]]:
-    """Steps to reach each distinct wanted frame in order: ("seek", keyframe) or ("continue", frame).
-    Seek when that decodes fewer frames than going on from the current position."""
+def seek_cost_frames(width: int, height: int, reorders: bool) -> float:
+    """The cost of one seek in decoded frames of this size (see `SEEK_COST_PIXELS`)."""
+    return SEEK_COST_PIXELS / max(1, width * height) + (REORDER_DELAY_FRAMES if reorders else 0)
+
+
+def _stream_seek_cost(stream) -> float:
+    ctx = stream.codec_context
+    return seek_cost_frames(ctx.width or 0, ctx.height or 0, bool(ctx.has_b_frames))
+
+
+def plan_decode(wanted: list[int], index, seek_cost: float = 10.0) -> list[tuple[str, int]]:
+    """Steps to reach each distinct wanted frame in order: ("seek", keyframe) or ("take", frame), taking a
+    frame by decoding forward. Seek when that decodes fewer frames (plus `seek_cost`) than going on from
+    the current position; the first step seeks to the keyframe before the first wanted frame (frame 0:
+    the start, no seek). `index` is a `VideoIndex` or a `SampleTable` (anything with `keyframe_before`)."""
     steps: list[tuple[str, int]] = []
-    position = -1  # next frame the decoder would produce; -1: nothing decoded yet (start = seek to 0)
+    position = -1  # next frame the decoder would produce; -1: nothing decoded yet
     for frame in sorted(set(wanted)):
         key = index.keyframe_before(frame)
-        cost_continue = frame - position if position >= 0 else frame + 1
-        cost_seek = frame - key + 1 + SEEK_COST_FRAMES
-        if position < 0 or (key > position and cost_seek < cost_continue):
+        if position < 0:
+            if key > 0 and frame - key + seek_cost < frame:
+                steps.append(("seek", key))
+            else:
+                steps.append(("seek", 0))
+        elif key > position and frame - key + 1 + seek_cost < frame - position + 1:
             steps.append(("seek", key))
         steps.append(("take", frame))
         position = frame + 1
     return steps
 
 
-def plan_cost(steps: list[tuple[str, int]], index: VideoIndex) -> float:
-    """Estimated decoded-frame equivalents of a plan, including building the packet index."""
-    cost = index.num_frames / PACKETS_PER_FRAME_COST
+def plan_cost(steps: list[tuple[str, int]], seek_cost: float) -> float:
+    """Frames a plan decodes, a seek counted as `seek_cost` frames (starting at frame 0 is free)."""
+    cost = 0.0
     position = 0
     for step, frame in steps:
         if step == "seek":
-            cost += SEEK_COST_FRAMES
+            cost += seek_cost if frame > 0 else 0.0
             position = frame
         else:
             cost += frame - position + 1
@@ -328,25 +367,45 @@ def _decode_until(decoder, target: int, wanted_pts: dict[int, int], got: dict[in
 
 
 def read_frames(path: str | Path, indices: list[int], index: VideoIndex | None = None) -> np.ndarray:
-    """Frames `indices` (presentation order, duplicates allowed) as uint8 (T, H, W, 3)."""
+    """Frames `indices` (presentation order, duplicates allowed) as uint8 (T, H, W, 3). Without `index`,
+    an mp4/mov file is read through its sample table; with one (or without a table), through `index`."""
     if is_image(path):
         img = _read_image(path)
         return np.repeat(img, len(indices), 0)
-    index = index or video_index(path)
-    bad = [i for i in indices if not 0 <= i < index.num_frames]
+    if index is None:
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            table = _trusted_table(path, stream)
+            if table is not None:
+                _check_range(path, indices, table.num_frames)
+                try:
+                    return _read_with_table(container, stream, table, indices, path)[0]
+                except _SeekMismatch:
+                    _distrust(path)
+    return _read_with_index(path, indices, index or video_index(path))
+
+
+def _check_range(path, indices: list[int], num_frames: int) -> None:
+    bad = [i for i in indices if not 0 <= i < num_frames]
     if bad:
-        raise VideoReadError(path, f"frame {bad[0]} out of range (video has {index.num_frames})")
+        raise VideoReadError(path, f"frame {bad[0]} out of range (video has {num_frames})")
+
+
+def _read_with_index(path: str | Path, indices: list[int], index: VideoIndex) -> np.ndarray:
+    """Frames `indices` through the packet index: seek per keyframe group, frames matched by timestamp."""
+    _check_range(path, indices, index.num_frames)
     wanted_pts = {index.pts[i]: i for i in set(indices)}
     got: dict[int, np.ndarray] = {}
-    steps = plan_decode(indices, index)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        decoder = None
+        steps = plan_decode(indices, index, _stream_seek_cost(stream))
+        decoder = container.decode(stream)
         try:
             for step, frame_no in steps:
                 if step == "seek":
-                    container.seek(index.pts[frame_no], stream=stream, backward=True, any_frame=False)
-                    decoder = container.decode(stream)
+                    if frame_no > 0:
+                        container.seek(index.pts[frame_no], stream=stream, backward=True, any_frame=False)
+                        decoder = container.decode(stream)
                     continue
                 target = index.pts[frame_no]
                 _decode_until(decoder, target, wanted_pts, got, stream)
@@ -374,9 +433,28 @@ class Clip:
     timestamps: list[float]  # seconds of each returned frame
 
 
-def _container_index(stream) -> tuple[int, list[int]] | None:
-    """(frame count, keyframe positions in decode order) from the container's own sample table (mp4/mov),
-    read at open time: no demuxing. None when the container has no complete table (webm cues, streams)."""
+@dataclass(frozen=True)
+class SampleTable:
+    """An mp4/mov sample table as the demuxer read it at open time: each frame's decode timestamp (decode
+    order) and which frames are keyframes. For a closed-GOP stream the k-th frame in decode order that is
+    a keyframe is also the k-th frame shown, which `_read_with_table` checks after every seek."""
+
+    dts: tuple[int, ...]
+    keyframes: tuple[int, ...]
+    step: int | None  # the constant difference between consecutive timestamps, None for variable rate
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.dts)
+
+    def keyframe_before(self, frame: int) -> int:
+        i = bisect.bisect_right(self.keyframes, frame) - 1
+        return self.keyframes[max(i, 0)]
+
+
+def sample_table(stream) -> SampleTable | None:
+    """The container's own sample table (mp4/mov), read at open time: no demuxing. None when the container
+    has no complete table (webm cues, streams) or the table marks frames the decoder drops (edit lists)."""
     try:
         entries = stream.index_entries
         n = len(entries)
@@ -384,8 +462,19 @@ def _container_index(stream) -> tuple[int, list[int]] | None:
         return None
     if n == 0 or stream.frames != n:
         return None
-    keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
-    return (n, keys) if keys else None
+    dts: list[int] = []
+    keys: list[int] = []
+    for i, entry in enumerate(entries):
+        if entry.is_discard:
+            return None
+        dts.append(entry.timestamp)
+        if entry.is_keyframe:
+            keys.append(i)
+    if not keys or keys[0] != 0:
+        return None
+    steps = {b - a for a, b in itertools.pairwise(dts)}
+    step = steps.pop() if len(steps) == 1 else None
+    return SampleTable(tuple(dts), tuple(keys), step if step and step > 0 else None)
 
 
 def _declared_fps(stream) -> float:
@@ -394,26 +483,90 @@ def _declared_fps(stream) -> float:
     return float(rate) if rate else 1.0
 
 
-def _decode_sequential(container, stream, indices: list[int], path) -> tuple[np.ndarray, list[float]]:
-    """Decode from the start (decoder output is presentation order), keep `indices`, stop after the last."""
+class _SeekMismatch(Exception):
+    """A seek did not land on the keyframe the sample table promises: read through the packet index."""
+
+
+# Files (path, modification time, size) whose seeks did not land where their sample table says: read
+# through the packet index from then on. Bounded: the oldest are forgotten first.
+_distrusted: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+DISTRUSTED_MAX = 4096
+
+
+def _file_key(path: str | Path) -> tuple[str, int, int]:
+    st = _stat(path)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _distrust(path: str | Path) -> None:
+    _distrusted[_file_key(path)] = None
+    while len(_distrusted) > DISTRUSTED_MAX:
+        _distrusted.popitem(last=False)
+
+
+def _trusted_table(path: str | Path, stream) -> SampleTable | None:
+    """The file's sample table, unless it has none or an earlier seek showed it cannot be followed."""
+    if _distrusted and _file_key(path) in _distrusted:
+        return None
+    return sample_table(stream)
+
+
+def _lands_on(frame: av.VideoFrame, key: int, table: SampleTable, start: int) -> bool:
+    """Whether the first frame shown after seeking to `key` is that keyframe: a keyframe whose timestamp is
+    the table's (shifted like the first frame's: no reordering, any rate) or `key` frame steps after the
+    first frame's (constant rate, B-frames allowed)."""
+    if not frame.key_frame or frame.pts is None:
+        return False
+    offset = frame.pts - start
+    return offset == table.dts[key] - table.dts[0] or (table.step is not None and offset == key * table.step)
+
+
+def _read_with_table(container, stream, table: SampleTable, indices: list[int], path) -> tuple[np.ndarray, list[float]]:
+    """Frames `indices` (presentation order) and their times (s) through the sample table: decoder output is
+    in presentation order, so after seeking to keyframe k the j-th frame out is frame k + j. Raises
+    `_SeekMismatch` when a seek lands elsewhere."""
     need = set(indices)
-    last = max(indices)
+    steps = plan_decode(indices, table, _stream_seek_cost(stream))
+    sar = sample_aspect_ratio(stream)
+    time_base = float(stream.time_base) if stream.time_base else 0.0
+    fps = _declared_fps(stream)
+    start = stream.start_time
     got: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
-    t0 = None
-    sar = sample_aspect_ratio(stream)
+    decoder = container.decode(stream)
+    position = 0  # the frame the decoder shows next
+    check: int | None = None  # a keyframe just sought to, to be checked on the next frame out
     try:
-        for i, frame in enumerate(container.decode(stream)):
-            t0 = frame.time if t0 is None else t0
-            if i in need:
-                got[i] = to_display_rgb(frame, sar, stream=stream)
-                times[i] = (frame.time or 0.0) - (t0 or 0.0)
-            if i >= last:
-                break
+        for step, frame_no in steps:
+            if step == "seek":
+                if frame_no > 0:
+                    if start is None:
+                        raise _SeekMismatch
+                    # demuxers take a presentation timestamp: the keyframe's, shifted as the first frame's
+                    target = start + table.dts[frame_no] - table.dts[0]
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+                    decoder = container.decode(stream)
+                    position = check = frame_no
+                continue
+            for frame in decoder:
+                if start is None:
+                    start = frame.pts if frame.pts is not None else 0
+                if check is not None:
+                    if not _lands_on(frame, check, table, start):
+                        raise _SeekMismatch
+                    check = None
+                if position in need and position not in got:
+                    got[position] = to_display_rgb(frame, sar, stream=stream)
+                    pts = frame.pts
+                    times[position] = (pts - start) * time_base if pts is not None and time_base else position / fps
+                position += 1
+                if position > frame_no:
+                    break
     except av.FFmpegError as e:
         raise VideoReadError(path, f"decoding failed ({e})") from e
     if len(got) < len(need):
-        raise VideoReadError(path, f"truncated: frame {min(need - set(got))} could not be decoded")
+        missing = min(need - set(got))
+        raise VideoReadError(path, f"truncated: frame {missing} of {table.num_frames} could not be decoded")
     return np.stack([got[i] for i in indices]), [times[i] for i in indices]
 
 
@@ -451,15 +604,8 @@ class DecodedClipCache:
         if key in self.entries:
             self.entries.move_to_end(key)
             return self.entries[key]
-        with _open(path) as container:
-            stream = _video_stream(container, path)
-            quick = _container_index(stream)
-            if quick is not None:
-                n, fps = quick[0], _declared_fps(stream)
-            else:
-                index = video_index(path)
-                n, fps = index.num_frames, index.fps
-            frames, times = _decode_sequential(container, stream, list(range(n)), path)
+        clip = _read_sampled(path, lambda n, fps: list(range(n)))
+        frames, fps, times = clip.frames, clip.fps, clip.timestamps
         entry = (frames, fps, times)
         if frames.nbytes <= self.max_bytes:
             self.entries[key] = entry
@@ -503,9 +649,9 @@ def read_clip(
     `backend="decord"` uses decord when it is installed (PyAV is the default and always available); its
     frames are turned and resized to square pixels here, as the PyAV path's (see `show_stored`).
 
-    When the container's sample table shows that seeking would not clearly pay off (one GOP, wanted frames
-    close together, or a short file), frames are decoded straight from the start with no index pass;
-    otherwise the packet index is built (cached) and the reader seeks keyframe to keyframe."""
+    Opens the file once: an mp4/mov file's sample table gives the frame count and keyframes, then the
+    reader decodes forward or seeks keyframe to keyframe, whichever is cheaper (see `plan_decode`); other
+    containers are read through the packet index (one demuxing pass per file, cached)."""
     if backend not in ("pyav", "decord"):
         raise ValueError(f"video backend must be pyav or decord, got {backend!r}")
     if is_image(path):
@@ -517,23 +663,31 @@ def read_clip(
         frames, fps, times = _clip_cache.read(path)
         idx = sample_frame_indices(num_frames, len(frames), mode, rng, fps, max_num_frames)
         return Clip(frames[idx], idx, fps, len(frames), [times[i] for i in idx])
-    idx = None
+    return _read_sampled(path, lambda n, fps: sample_frame_indices(num_frames, n, mode, rng, fps, max_num_frames))
+
+
+def _read_sampled(path: str | Path, choose) -> Clip:
+    """The frames `choose(num_frames, fps)` picks: through the sample table when the file has one (and its
+    seeks land where it says), else through the packet index. `choose` is called again only when the two
+    disagree on the frame count."""
+    idx: list[int] | None = None
+    table_frames = -1
     with _open(path) as container:
         stream = _video_stream(container, path)
-        quick = _container_index(stream)
-        if quick is not None:
-            n, keys = quick
+        table = _trusted_table(path, stream)
+        if table is not None:
             fps = _declared_fps(stream)
-            idx = sample_frame_indices(num_frames, n, mode, rng, fps, max_num_frames)
-            approx = VideoIndex(tuple(range(n)), tuple(keys), fps, 0.0)
-            straight = max(idx) + 1
-            if plan_cost(plan_decode(idx, approx), approx) >= SEEK_PATH_MAX_SHARE * straight:
-                frames, times = _decode_sequential(container, stream, idx, path)
-                return Clip(frames, idx, fps, n, times)
+            table_frames = table.num_frames
+            idx = choose(table_frames, fps)
+            try:
+                frames, times = _read_with_table(container, stream, table, idx, path)
+                return Clip(frames, idx, fps, table_frames, times)
+            except _SeekMismatch:
+                _distrust(path)
     index = video_index(path)
-    if idx is None or index.num_frames != quick[0]:
-        idx = sample_frame_indices(num_frames, index.num_frames, mode, rng, index.fps, max_num_frames)
-    frames = read_frames(path, idx, index)
+    if idx is None or index.num_frames != table_frames:
+        idx = choose(index.num_frames, index.fps)
+    frames = _read_with_index(path, idx, index)
     t0 = index.pts[0]
     times = [(index.pts[i] - t0) * index.time_base if index.time_base else i / index.fps for i in idx]
     return Clip(frames, idx, index.fps, index.num_frames, times)
