@@ -199,6 +199,12 @@ def orient(rgb: np.ndarray, orientation: Orientation) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+# Pixel conversion and scaling on the calling thread: swscale's automatic slice threads (PyAV's default)
+# leave a thread pool that a forked process (a DataLoader worker) inherits without its threads, and the
+# child then hangs for ever in its next conversion.
+SWS_THREADS = 1
+
+
 def to_display_rgb(
     frame: av.VideoFrame, sar: Fraction = Fraction(1), size: tuple[int, int] | None = None, stream=None
 ) -> np.ndarray:
@@ -209,9 +215,11 @@ def to_display_rgb(
         size = display_size(frame.width, frame.height, sar, orientation)
     w, h = (size[1], size[0]) if orientation.transpose else size  # the stored picture's axes
     if (w, h) == (frame.width, frame.height):
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame.to_ndarray(format="rgb24", threads=SWS_THREADS)
     else:
-        rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        rgb = frame.reformat(
+            width=w, height=h, format="rgb24", interpolation="BICUBIC", threads=SWS_THREADS
+        ).to_ndarray()
     return orient(rgb, orientation)
 
 
@@ -244,7 +252,9 @@ def show_stored(frames: np.ndarray, sar: Fraction, orientation: Orientation) -> 
         if sar != 1:
             w = max(1, int(round(rgb.shape[1] * sar)))
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            rgb = picture.reformat(width=w, height=rgb.shape[0], interpolation="BICUBIC").to_ndarray()
+            rgb = picture.reformat(
+                width=w, height=rgb.shape[0], interpolation="BICUBIC", threads=SWS_THREADS
+            ).to_ndarray()
         out.append(orient(rgb, orientation))
     return np.stack(out)
 
