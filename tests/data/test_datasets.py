@@ -67,9 +67,24 @@ def test_corrupt_video_skipped_counted_and_epoch_trains(corpus, tokenizer):
     assert skipped == 1 and seen == 6
 
 
+def _list(batch: list) -> list:
+    return batch
+
+
 def test_same_samples_whatever_the_worker_count(corpus):
+    """Frames and crops are drawn from (seed, epoch, index): the same samples, in the same order, from the
+    main process and from 2 worker processes; a new epoch draws new ones."""
     samples = load_caption_corpora([[str(corpus / "train.json"), str(corpus), "video"]])
     ds = CaptionTrainDataset(samples, TrainTransform(32, flip="on"), num_frames=2, seed=3)
+
+    def load(workers: int) -> list:
+        loader = make_loader(ds, batch_size=3, collate_fn=_list, num_workers=workers, seed=5)
+        return [None if item is None else (item["video"], item["caption"]) for batch in loader for item in batch]
+
+    main_process, workers = load(0), load(2)  # the main process decodes first, then forks the workers
+    assert len(main_process) == len(workers) == 7 and sum(item is None for item in workers) == 1  # the broken file
+    for a, b in zip(main_process, workers, strict=True):
+        assert (a is None and b is None) or (torch.equal(a[0], b[0]) and a[1] == b[1])
     a = ds[0]["video"]
     assert torch.equal(a, ds[0]["video"])
     ds.set_epoch(1)
