@@ -317,6 +317,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         rebuild=args.rebuild,
         wait=args.wait,
         device=args.device,
+        workers=args.workers,
     )
     print(summary.text())
     return 0
@@ -477,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="start over when the model or settings changed")
     p.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another indexer of --out"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes decoding ahead of the encoder (default: cores - 1, max 4)"
     )
     _add_device(p)
     p.set_defaults(func=_cmd_index)

@@ -4,7 +4,8 @@ Per file the index keeps the dual-encoder features of its sampled frames (for th
 and the frames' vision tokens (the fusion inputs the ITM re-ranker cross-attends to), in safetensors
 shards, with metadata in SQLite (`index.db`: path, size, mtime, duration, fps, frame times, status).
 Runs are incremental (new or changed files only; deleted files dropped), corrupt files are recorded
-with their error and skipped, and an interrupted run (even kill -9 or a power cut: shards are fsync-ed
+with their error and skipped, files are decoded in worker processes while the model encodes earlier
+ones, and an interrupted run (even kill -9 or a power cut: shards are fsync-ed
 before the rows naming them are committed) loses at most the shard it was writing.
 
 One indexer at a time: a run holds an exclusive `flock` on `index.lock` (released by the kernel when the
@@ -36,7 +37,7 @@ from safetensors.torch import save_file
 from singularity_vl.data.transforms import EvalTransform
 from singularity_vl.data.video_reader import IMAGE_SUFFIXES, VideoReadError, read_clip
 from singularity_vl.devices import model_device, resolve_device
-from singularity_vl.models.precision import autocast
+from singularity_vl.models.precision import autocast, model_width
 from singularity_vl.models.singularity import SingularityBase
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv"}
@@ -300,9 +301,10 @@ def _fsync(path: Path) -> None:
 
 @torch.no_grad()
 def _encode(model: SingularityBase, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and frame tokens of a batch of clips, computed on the model's device, returned on the CPU."""
+    """Features and frame tokens of a batch of clips, computed on the model's device (bf16 where the device
+    runs it natively, see `resolve_precision`), returned on the CPU."""
     device = model_device(model)
-    with autocast("bf16" if device.type == "cuda" else "fp32", device):
+    with autocast("auto", device, width=model_width(model)):  # bf16 on GPUs and on CPUs that have it natively
         enc = model.encode_video(torch.stack(clips).to(device, non_blocking=True))
         feats = model.video_features(enc.pooled)
     return feats.float().cpu(), enc.frame_tokens.float().cpu()
@@ -319,10 +321,12 @@ def build_index(
     progress: bool = True,
     wait: float = 0.0,
     device: str | torch.device | None = None,
+    workers: int | None = None,
 ) -> IndexSummary:
     """Create or update the index of `video_dir` under `out` with the model in `model_dir`, encoding on
     `device` (default: a GPU when there is one; bf16 there); `wait`: seconds to wait for another indexer
-    of the same index before giving up (`IndexBusyError`)."""
+    of the same index before giving up (`IndexBusyError`). `workers` processes decode files ahead of the
+    encoder (default `default_workers()`; 0: decode in this process, between batches)."""
     from tqdm import tqdm
 
     root = Path(video_dir).resolve()
@@ -333,15 +337,58 @@ def build_index(
         raise SearchIndexError(f"{model_dir}: not a model directory (expected config.json + model.safetensors)")
     if num_frames < 1 or shard_size < 1 or batch_size < 1:
         raise SearchIndexError("num_frames, batch_size and shard_size must be >= 1")
+    if workers is not None and workers < 0:
+        raise SearchIndexError(f"workers must be >= 0, got {workers}")
     index_dir = Path(out).resolve()
     (index_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     with index_lock(index_dir, wait):
         return _build_locked(
-            root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device
+            root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device, workers
         )
 
 
-def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device):
+def default_workers() -> int:
+    """Decoding processes beside the encoder: one per core the encoder leaves (at least 1, at most 4; a
+    file's 8 frames decode several times faster than a `base` model encodes them on a GPU's host)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class _FileLoader(torch.utils.data.Dataset):
+    """One file per item, read and transformed (in a DataLoader worker): (relative path, clip tensor and
+    its metadata) or (relative path, None, the reason it could not be read)."""
+
+    def __init__(self, root: Path, files: list[str], num_frames: int, transform: EvalTransform) -> None:
+        self.root, self.files, self.num_frames, self.transform = root, files, num_frames, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        rel = self.files[i]
+        try:
+            clip = read_clip(self.root / rel, self.num_frames, "middle")
+        except VideoReadError as e:
+            return rel, None, e.reason
+        frames, times = clip.frames, clip.timestamps
+        if len(frames) < self.num_frames:  # an image: its one frame stands for every sampled frame
+            reps = -(-self.num_frames // len(frames))
+            frames, times = frames.repeat(reps, 0)[: self.num_frames], (times * reps)[: self.num_frames]
+        meta = {
+            "duration": clip.num_frames / clip.fps if clip.fps > 0 else 0.0,
+            "fps": clip.fps,
+            "frame_indices": json.dumps(clip.indices),
+            "timestamps": json.dumps([round(t, 3) for t in times]),
+        }
+        return rel, self.transform(frames), meta
+
+
+def _as_is(item):
+    return item
+
+
+def _build_locked(
+    root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device, workers
+):
     db = connect(index_dir)
     try:
         wanted = {
@@ -370,12 +417,19 @@ def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size
         if todo:
             model = SingularityBase.from_pretrained(model_dir, device=resolve_device(device)).eval()
             transform = EvalTransform(model.config.vision.image_size)
-            bar = tqdm(total=len(todo), desc="indexing", unit="file", disable=not progress)
+            workers = default_workers() if workers is None else workers
+            loader = torch.utils.data.DataLoader(
+                _FileLoader(root, todo, num_frames, transform),
+                batch_size=None,
+                collate_fn=_as_is,
+                num_workers=min(workers, len(todo)),
+                prefetch_factor=max(2, batch_size) if workers > 0 else None,
+            )
+            loaded = iter(loader)
+            bar = tqdm(total=len(todo), desc="indexing", unit="video", disable=not progress)
             for start in range(0, len(todo), shard_size):
                 chunk = todo[start : start + shard_size]
-                _index_chunk(
-                    db, index_dir, root, chunk, on_disk, known, model, transform, num_frames, batch_size, summary, bar
-                )
+                _index_chunk(db, index_dir, chunk, loaded, on_disk, known, model, batch_size, summary, bar)
             bar.close()
         _clean_shards(index_dir, db)
         return summary
@@ -383,9 +437,10 @@ def _build_locked(root, model_dir, index_dir, num_frames, batch_size, shard_size
         db.close()
 
 
-def _index_chunk(db, index_dir, root, chunk, on_disk, known, model, transform, num_frames, batch_size, summary, bar):
-    """Read, encode and store one shard's worth of files; the shard is written before its rows are
-    committed, so an interruption leaves either both or an orphan shard (removed by the next run)."""
+def _index_chunk(db, index_dir, chunk, loaded, on_disk, known, model, batch_size, summary, bar):
+    """Encode and store one shard's worth of files (`chunk`, read in order from `loaded`); the shard is
+    written before its rows are committed, so an interruption leaves either both or an orphan shard
+    (removed by the next run)."""
     rows, tensors, pending = [], {}, []
     shard = f"{uuid.uuid4().hex}.safetensors"
 
@@ -399,32 +454,17 @@ def _index_chunk(db, index_dir, root, chunk, on_disk, known, model, transform, n
         pending.clear()
 
     for rel in chunk:
+        got, video, meta = next(loaded)
+        assert got == rel, (got, rel)  # the loader keeps the files' order
         st = on_disk[rel]
         key = uuid.uuid4().hex[:12]
         base = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indexed_at": time.time()}
-        try:
-            clip = read_clip(root / rel, num_frames, "middle")
-        except VideoReadError as e:
-            rows.append({**base, "status": "error", "error": e.reason})
-            summary.failed.append((rel, e.reason))
+        if video is None:
+            rows.append({**base, "status": "error", "error": meta})
+            summary.failed.append((rel, meta))
         else:
-            frames, times = clip.frames, clip.timestamps
-            if len(frames) < num_frames:  # an image: its one frame stands for every sampled frame
-                reps = -(-num_frames // len(frames))
-                frames, times = frames.repeat(reps, 0)[:num_frames], (times * reps)[:num_frames]
-            pending.append((key, transform(frames)))
-            rows.append(
-                {
-                    **base,
-                    "status": "ok",
-                    "duration": clip.num_frames / clip.fps if clip.fps > 0 else 0.0,
-                    "fps": clip.fps,
-                    "frame_indices": json.dumps(clip.indices),
-                    "timestamps": json.dumps([round(t, 3) for t in times]),
-                    "shard": shard,
-                    "key": key,
-                }
-            )
+            pending.append((key, video))
+            rows.append({**base, "status": "ok", **meta, "shard": shard, "key": key})
             if len(pending) >= batch_size:
                 flush()
         bar.update(1)
