@@ -443,15 +443,18 @@ def _index_chunk(db, index_dir, chunk, loaded, on_disk, known, model, batch_size
     (removed by the next run)."""
     rows, tensors, pending = [], {}, []
     shard = f"{uuid.uuid4().hex}.safetensors"
+    unreported = 0  # files read since the progress bar last moved (it moves when a batch is encoded)
 
     def flush() -> None:
-        if not pending:
-            return
-        feats, tokens = _encode(model, [p[1] for p in pending])
-        for (key, _), f, t in zip(pending, feats, tokens, strict=True):
-            tensors[f"{key}.feats"] = f.float().contiguous()
-            tensors[f"{key}.frame_tokens"] = t.half().contiguous()
-        pending.clear()
+        nonlocal unreported
+        if pending:
+            feats, tokens = _encode(model, [p[1] for p in pending])
+            for (key, _), f, t in zip(pending, feats, tokens, strict=True):
+                tensors[f"{key}.feats"] = f.float().contiguous()
+                tensors[f"{key}.frame_tokens"] = t.half().contiguous()
+            pending.clear()
+        bar.update(unreported)
+        unreported = 0
 
     for rel in chunk:
         got, video, meta = next(loaded)
@@ -465,9 +468,9 @@ def _index_chunk(db, index_dir, chunk, loaded, on_disk, known, model, batch_size
         else:
             pending.append((key, video))
             rows.append({**base, "status": "ok", **meta, "shard": shard, "key": key})
-            if len(pending) >= batch_size:
-                flush()
-        bar.update(1)
+        unreported += 1
+        if len(pending) >= batch_size:
+            flush()
     flush()
     if tensors:
         tmp = index_dir / SHARD_DIR / (shard + ".tmp")
