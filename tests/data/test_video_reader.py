@@ -136,10 +136,10 @@ def test_images_are_one_frame_videos(tmp_path):
 
 def test_plan_seeks_only_when_cheaper():
     short_gop = VideoIndex(tuple(range(300)), tuple(range(0, 300, 30)), 30.0, 1 / 30)
-    steps = plan_decode([15, 165, 285], short_gop)
+    steps = plan_decode([15, 165, 285], short_gop, seek_cost=10)
     assert [s for s in steps if s[0] == "seek"] == [("seek", 0), ("seek", 150), ("seek", 270)]
     long_gop = VideoIndex(tuple(range(300)), (0, 250), 30.0, 1 / 30)
-    steps = plan_decode([15, 165, 285], long_gop)
+    steps = plan_decode([15, 165, 285], long_gop, seek_cost=10)
     assert [s for s in steps if s[0] == "seek"] == [("seek", 0), ("seek", 250)]
 
 

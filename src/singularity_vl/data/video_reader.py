@@ -329,7 +329,7 @@ def _stream_seek_cost(stream) -> float:
     return seek_cost_frames(ctx.width or 0, ctx.height or 0, bool(ctx.has_b_frames))
 
 
-def plan_decode(wanted: list[int], index, seek_cost: float = 10.0) -> list[tuple[str, int]]:
+def plan_decode(wanted: list[int], index, seek_cost: float) -> list[tuple[str, int]]:
     """Steps to reach each distinct wanted frame in order: ("seek", keyframe) or ("take", frame), taking a
     frame by decoding forward. Seek when that decodes fewer frames (plus `seek_cost`) than going on from
     the current position; the first step seeks to the keyframe before the first wanted frame (frame 0:
@@ -348,20 +348,6 @@ def plan_decode(wanted: list[int], index, seek_cost: float = 10.0) -> list[tuple
         steps.append(("take", frame))
         position = frame + 1
     return steps
-
-
-def plan_cost(steps: list[tuple[str, int]], seek_cost: float) -> float:
-    """Frames a plan decodes, a seek counted as `seek_cost` frames (starting at frame 0 is free)."""
-    cost = 0.0
-    position = 0
-    for step, frame in steps:
-        if step == "seek":
-            cost += seek_cost if frame > 0 else 0.0
-            position = frame
-        else:
-            cost += frame - position + 1
-            position = frame + 1
-    return cost
 
 
 def _decode_until(decoder, target: int, wanted_pts: dict[int, int], got: dict[int, np.ndarray], stream) -> None:
