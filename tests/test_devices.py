@@ -227,7 +227,9 @@ def test_index_and_search_move_their_inputs(tmp_path, videos, monkeypatch):
 
     torch.manual_seed(0)
     create_model(tiny_config("retrieval")).save_pretrained(tmp_path / "model")
-    build_index(videos, tmp_path / "model", tmp_path / "plain", num_frames=2, device="cpu", progress=False)
+    # frames decoded in this process (workers=0): off-device stand-ins cannot cross a worker's queue
+    kw = dict(num_frames=2, device="cpu", progress=False, workers=0)
+    build_index(videos, tmp_path / "model", tmp_path / "plain", **kw)
     expected = SearchEngine(tmp_path / "plain", device="cpu").search("a square", k=3, rerank=3)
 
     transform_cls = index_module.EvalTransform
@@ -237,7 +239,7 @@ def test_index_and_search_move_their_inputs(tmp_path, videos, monkeypatch):
             return off_device(super().__call__(frames))
 
     monkeypatch.setattr(index_module, "EvalTransform", OffDeviceTransform)
-    build_index(videos, tmp_path / "model", tmp_path / "marked", num_frames=2, device="cpu", progress=False)
+    build_index(videos, tmp_path / "model", tmp_path / "marked", **kw)
     engine = SearchEngine(tmp_path / "marked", device="cpu")
     load = engine._load
     monkeypatch.setattr(engine, "_load", lambda kind, rows: off_device(load(kind, rows)))

@@ -58,6 +58,7 @@ def _cmd_prepare_videos(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from singularity_vl.api import load_model
+    from singularity_vl.distributed import init_distributed
     from singularity_vl.eval.run import evaluate, load_eval_config
 
     overrides = list(args.overrides)
@@ -67,9 +68,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"eval_frame_ensemble={args.ensemble}")
     cfg = load_eval_config(args.config, overrides)
     task = {"retrieval": "retrieval", "mc": "retrieval", "qa": "qa"}[cfg.task]
-    model = load_model(args.checkpoint, task=task, device=args.device)
+    rank, _, device = init_distributed(args.device)  # under torchrun: this rank's GPU, its share of the work
+    model = load_model(args.checkpoint, task=task, device=device)
     result = evaluate(model, cfg, args.out)
-    print(json.dumps(result, indent=2))
+    if rank == 0:
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -3,8 +3,29 @@ the backend needs (NCCL: the GPU), strided work splits and gathering them back i
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
+
+
+def init_distributed(device: str | torch.device | None = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment and the requested `device`; a plain
+    process is rank 0 of 1. Under torchrun a CUDA device means this process's GPU (`LOCAL_RANK`), and
+    the backend is NCCL on GPUs, gloo on CPUs."""
+    from singularity_vl.devices import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        index = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # a process group even for one process (NCCL checked)
+    if (world > 1 or under_torchrun) and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world, dev
 
 
 def rank_world() -> tuple[int, int]:
@@ -101,6 +122,7 @@ def broadcast_object(obj):
 
 
 __all__ = [
+    "init_distributed",
     "all_agree",
     "all_reduce_",
     "broadcast_object",

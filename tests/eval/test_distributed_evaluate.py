@@ -114,3 +114,30 @@ def test_two_ranks_match_one_and_only_rank_0_writes(tmp_path, data):
             assert f.read_text() == (tmp_path / f"{name}_single" / f.name).read_text(), f.name
     # the unreadable video is in one rank's share; both ranks stop with the same error, none hangs
     assert all(r["broken"].startswith("EvalDataError: 1 test video") for r in ranks)
+
+
+def test_evaluate_command_under_torchrun_splits_the_work(tmp_path, data):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["evaluate", "--checkpoint", str(data / "model_retrieval"), "--device", "cpu", "--num-frames", "2"]
+    args += [f"test_file=[{data}/ret.json,{data},video]", "k_test=3", "batch_size=2", "num_workers=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "singularity_vl.cli"]
+    proc = subprocess.run(
+        [*cmd, *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"reranked"') == 1  # one rank reports (and writes); each did its share
+    single = subprocess.run(
+        [sys.executable, "-m", "singularity_vl.cli", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    for name in ("metrics.json", "ranks.json"):
+        assert (tmp_path / "ddp" / name).read_text() == (tmp_path / "one" / name).read_text(), name

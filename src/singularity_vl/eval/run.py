@@ -144,27 +144,38 @@ def encode_media(model, media: list, cfg: EvalConfig, image_res: int, progress: 
     mine = list(my_share(len(media)))
     dtype = store_dtype(cfg, device)
     store_device = torch.device("cpu") if cfg.eval_offload else device
-    parts: list[EncodedVideos] = []
+    tokens: torch.Tensor | None = None  # (len(mine), T, L, D), allocated once and filled in place
+    feats: torch.Tensor | None = None
     failed = 0
     loader = _media_loader([media[i] for i in mine], cfg, image_res, device)
     with autocast(eval_precision(cfg, device), device):
         for batch in tqdm(loader, desc="encoding videos", unit="batch", disable=not progress or not is_main()):
             failed += batch["skipped"]
-            if batch["size"]:
-                enc = encode_videos(model, batch["video"], dtype, store_device)
-                if cfg.eval_offload and device.type == "cuda":
-                    enc.frame_tokens = enc.frame_tokens.pin_memory()
-                parts.append(enc)
-    _check_readable(failed)
-    if not parts:  # more ranks than items: an empty share with the right shapes
-        blank = torch.zeros(1, max(cfg.num_frames_test, 1), 3, image_res, image_res)
-        with autocast(eval_precision(cfg, device), device):
-            parts = [encode_videos(model, blank, dtype, store_device)]
-        parts[0] = EncodedVideos(parts[0].frame_tokens[:0], parts[0].feats[:0])
-    tokens = torch.cat([p.frame_tokens for p in parts])
-    feats = gather_strided(torch.cat([p.feats for p in parts]), len(media))
+            if not batch["size"]:
+                continue
+            enc = encode_videos(model, batch["video"], dtype, store_device)
+            if tokens is None:
+                tokens, feats = _allocate(len(mine), enc, store_device, pin=cfg.eval_offload and device.type == "cuda")
+            rows = batch["index"].to(store_device)
+            tokens[rows] = enc.frame_tokens
+            feats[rows.to(feats.device)] = enc.feats
+        _check_readable(failed)
+        if tokens is None:  # more ranks than items: an empty share with the right shapes
+            blank = torch.zeros(1, max(cfg.num_frames_test, 1), 3, image_res, image_res)
+            tokens, feats = _allocate(0, encode_videos(model, blank, dtype, store_device), store_device, pin=False)
+    feats = gather_strided(feats, len(media))
     _, world = rank_world()
     return EncodedVideos(tokens, feats, torch.tensor(mine) if world > 1 else None)
+
+
+def _allocate(n: int, like: EncodedVideos, store_device: torch.device, pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty (frame tokens, features) for `n` videos shaped like one encoded batch: each video's tokens
+    are written straight into their final place, never held twice (pinned host memory when offloading
+    from a GPU, so streaming them back is asynchronous)."""
+    t = like.frame_tokens
+    tokens = torch.empty((n, *t.shape[1:]), dtype=t.dtype, device=store_device, pin_memory=pin)
+    feats = torch.empty((n, *like.feats.shape[1:]), dtype=like.feats.dtype, device=like.feats.device)
+    return tokens, feats
 
 
 def encode_text_list(

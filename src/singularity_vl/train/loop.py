@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ from singularity_vl.data.datasets import (
 from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.data.video_reader import set_decoded_clip_cache
-from singularity_vl.devices import auto_num_workers, resolve_device, to_device
-from singularity_vl.distributed import all_agree, sum_int
+from singularity_vl.devices import auto_num_workers, to_device
+from singularity_vl.distributed import all_agree, init_distributed, sum_int
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
@@ -65,23 +64,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices()) - self.skip_batches * self.batch_size
-
-
-def init_distributed(device: str | torch.device | None = "auto") -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment and the requested `device`; a plain
-    process is rank 0 of 1. Under torchrun a CUDA device means this process's GPU (`LOCAL_RANK`), and
-    the backend is NCCL on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        index = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
-        dev = torch.device("cuda", index)
-        torch.cuda.set_device(dev)
-    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # a process group even for one process (NCCL checked)
-    if (world > 1 or under_torchrun) and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world, dev
 
 
 def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, float]:
