@@ -60,16 +60,26 @@ class _GatherLayer(torch.autograd.Function):
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """All-gather along dim 0 across ranks, gradients flowing back to every rank's slice."""
+    """All-gather along dim 0 across ranks, gradients flowing back to every rank's slice. Ranks may hold
+    different numbers of rows (a batch with unreadable files is smaller): each is padded to the largest
+    for the collective and cut back after it."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
+    world = dist.get_world_size()
+    size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    if x.shape[0] < max(sizes):
+        x = torch.cat([x, x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))])
     if not x.is_floating_point():  # ids: no gradient
-        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return torch.cat(out, 0)
-    return torch.cat(_GatherLayer.apply(x), 0)
+        parts = [torch.zeros_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+    else:
+        parts = _GatherLayer.apply(x)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)], 0)
 
 
 def hard_negative_weights(

@@ -285,7 +285,7 @@ class SingularityRetrieval(SingularityBase):
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        return torch.arange(n, device=device) + rank * n
+        return torch.arange(n, device=device) + (rank << 32)  # apart whatever each rank's batch size
 
     def cross_kvs(self, video_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values (B, nh, N, hd) of each fusion layer for these videos."""
