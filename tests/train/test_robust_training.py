@@ -169,6 +169,9 @@ def test_torchrun_with_mostly_unreadable_files_finishes(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ck.list_checkpoints(out) and (out / "best" / "model.safetensors").is_file()
+    state = torch.load(ck.list_checkpoints(out)[-1] / ck.STATE_NAME, weights_only=True)
+    rngs = state["rng_ranks"]  # each rank resumes its own random draws (seeded apart, as the release)
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
     skipped = [
         r["skipped_files"]
         for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())

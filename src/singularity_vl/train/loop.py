@@ -30,7 +30,7 @@ from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.data.video_reader import set_decoded_clip_cache
 from singularity_vl.devices import auto_num_workers, to_device
-from singularity_vl.distributed import all_agree, init_distributed, sum_int
+from singularity_vl.distributed import all_agree, gather_objects, init_distributed, sum_int
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
@@ -122,6 +122,8 @@ class Trainer:
             # a model that has its temporal encoder already: which CLS feeds ITC is no architecture change
             model.config.temporal.update_pooler_embed = True
         self.model = model.to(self.device)
+        if self.world > 1:  # the same initial weights everywhere, then each rank its own draws (the release)
+            torch.manual_seed(cfg.seed + self.rank)
         freeze_parameters(self.model, cfg.optimizer.freeze)
         self.precision = resolve_precision(cfg.precision, self.device, model_width(self.model))
         if cfg.decoded_clip_cache_mb > 0:
@@ -236,12 +238,16 @@ class Trainer:
         point = (self.global_step, self.epoch, self.step_in_epoch)
         if point == self._last_saved:
             return
+        rngs = gather_objects([ck.rng_state()]) if self.world > 1 else None  # every rank's generators
         if self.rank == 0:
+            state = self._state()
+            if rngs is not None:
+                state["rng_ranks"] = rngs
             ck.save_checkpoint(
                 self.out,
                 self.global_step,
                 self.model,
-                self._state(),
+                state,
                 {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch},
                 self.cfg.keep_last,
             )
@@ -267,7 +273,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        ck.set_rng_state(state["rng"])
+        rngs = state.get("rng_ranks")
+        ck.set_rng_state(rngs[self.rank] if rngs is not None and len(rngs) == self.world else state["rng"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best = state.get("best", float("nan"))
         self.best = None if best != best else best
