@@ -11,10 +11,16 @@ cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-runs/gpu_check}}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-if ! $PY -c "import av, omegaconf" 2>/dev/null; then
-    [ -d .whl ] || { echo "PyAV/OmegaConf missing and no .whl/ (run scripts/gpu_wheels.sh where PyPI is reachable)"; exit 1; }
+# every import the package and the checks need (a CUDA PyTorch image usually has all but PyAV and OmegaConf)
+NEEDS="torch transformers safetensors omegaconf av numpy tqdm PIL matplotlib pytest"
+missing() { $PY -c "import importlib.util as u; print(' '.join(m for m in '$NEEDS'.split() if u.find_spec(m) is None))"; }
+if [ -n "$(missing)" ] && [ -d .whl ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sv-site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/sv-site
+fi
+if [ -n "$(missing)" ]; then
+    echo "missing Python packages: $(missing) (scripts/gpu_wheels.sh collects wheels into .whl/ where PyPI is reachable)"
+    exit 1
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 failed=()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Wheels a CUDA machine without package access needs besides its own PyTorch image (PyAV, OmegaConf and
-# its parser runtime), for Python 3.12 on x86-64 Linux, into .whl/ (git-ignored). scripts/gpu_check.sh
-# installs them from there.   Usage: bash scripts/gpu_wheels.sh [PYTHON_VERSION]
+# its parser runtime; such images carry transformers, safetensors, numpy, tqdm, Pillow, matplotlib and
+# pytest already, and gpu_check.sh says which import is missing if not), for Python 3.12 on x86-64
+# Linux, into .whl/ (git-ignored). scripts/gpu_check.sh installs them from there.
+# Usage: bash scripts/gpu_wheels.sh [PYTHON_VERSION]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYV=${1:-3.12}
