@@ -540,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/smoke")
     p.add_argument("--steps", type=int, default=30)
     p.set_defaults(func=_cmd_smoke)
+    for command in sub.choices.values():  # `--debug` after the command works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

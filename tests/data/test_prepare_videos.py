@@ -84,6 +84,8 @@ def test_debug_keeps_the_traceback(tmp_path, capsys, monkeypatch):
     assert main(["--debug", "prepare-videos", str(src), str(src)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "in plan_outputs" in err and "must not be the source folder" in err
+    assert main(["prepare-videos", str(src), str(src), "--debug"]) == 2  # after the command too
+    assert "in plan_outputs" in capsys.readouterr().err
     monkeypatch.setenv("SINGULARITY_VL_DEBUG", "1")
     assert main(["prepare-videos", str(src), str(src)]) == 2
     assert "in plan_outputs" in capsys.readouterr().err
