@@ -108,10 +108,7 @@ def eval_precision(cfg: EvalConfig, device: torch.device) -> str:
 
 def store_dtype(cfg: EvalConfig, device: torch.device) -> torch.dtype:
     """The dtype encoded frame tokens are kept in (`auto`: the compute dtype)."""
-    explicit = STORE_DTYPES[cfg.eval_store_dtype]
-    if explicit is not None:
-        return explicit
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[eval_precision(cfg, device)]
+    return STORE_DTYPES[cfg.eval_store_dtype] or STORE_DTYPES[eval_precision(cfg, device)]
 
 
 def _media_loader(media: list, cfg: EvalConfig, image_res: int, device: torch.device) -> DataLoader:
