@@ -93,11 +93,22 @@ def test_answer_ranks_the_answer_list(tmp_path, clip):
     torch.manual_seed(0)
     qa = create_model(tiny_config("qa"))
     qa.save_pretrained(tmp_path / "qa")
-    model, _, _ = sv.load(tmp_path / "qa", device="cpu")
+    model, transform, tokenizer = sv.load(tmp_path / "qa", device="cpu")
     answers = ["running", "eating", "a red square", "sleeping"]
     best = model.answer(clip, "what moves?", answers)
     ranked = model.answer(clip, "what moves?", answers, top_k=4)
     assert best in answers and ranked[0][0] == best
+    # the network's own ranking, called by hand on the same inputs
+    from singularity_vl.api import MAX_QUESTION_LEN, MAX_TEXT_LEN
+
+    q = tokenizer([pre_text("what moves?")], MAX_QUESTION_LEN, pad_to_longest=True)
+    a = tokenizer([f"{x} [SEP]" for x in answers], MAX_TEXT_LEN, pad_to_longest=True)
+    with torch.no_grad():
+        direct = model.network.rank_answers(
+            transform(clip)[None], q["input_ids"], q["attention_mask"], a["input_ids"], a["attention_mask"], k=4
+        )
+    assert [a for a, _ in ranked] == [answers[i] for i in direct.topk_ids[0].tolist()]
+    torch.testing.assert_close(torch.tensor([p for _, p in ranked]), direct.topk_probs[0].float())
     assert sorted(a for a, _ in ranked) == sorted(answers)
     probs = [p for _, p in ranked]
     assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4
