@@ -333,8 +333,10 @@ def build_index(
     if not root.is_dir():
         raise SearchIndexError(f"{video_dir}: not a directory")
     model_dir = Path(model_dir).resolve()
-    if not (model_dir / "config.json").is_file():
-        raise SearchIndexError(f"{model_dir}: not a model directory (expected config.json + model.safetensors)")
+    if not model_dir.is_file() and not (model_dir / "config.json").is_file():
+        raise SearchIndexError(
+            f"{model_dir}: not a model directory (expected config.json + model.safetensors) nor a release .pth"
+        )
     if num_frames < 1 or shard_size < 1 or batch_size < 1:
         raise SearchIndexError("num_frames, batch_size and shard_size must be >= 1")
     if workers is not None and workers < 0:
@@ -342,6 +344,8 @@ def build_index(
     index_dir = Path(out).resolve()
     (index_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     with index_lock(index_dir, wait):
+        if model_dir.is_file():
+            model_dir = _converted_release(model_dir, index_dir)
         return _build_locked(
             root, model_dir, index_dir, num_frames, batch_size, shard_size, rebuild, progress, tqdm, device, workers
         )
@@ -384,6 +388,18 @@ class _FileLoader(torch.utils.data.Dataset):
 
 def _as_is(item):
     return item
+
+
+def _converted_release(path: Path, index_dir: Path) -> Path:
+    """A release `.pth` converted (safely) to our format once, inside the index, keyed on the file's size
+    and modification time: the index then refers to that directory like to any model directory."""
+    from singularity_vl.checkpoint.release import convert_release
+
+    st = path.stat()
+    target = index_dir / "models" / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}"
+    if not (target / "config.json").is_file():  # written last: its presence means a complete conversion
+        convert_release(path, target, task="retrieval")
+    return target
 
 
 def _build_locked(
