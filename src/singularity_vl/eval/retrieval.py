@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from singularity_vl.devices import model_device
 from singularity_vl.distributed import all_reduce_, my_share
 from singularity_vl.models.losses import ENSEMBLES, pool_frames
 from singularity_vl.models.singularity import SingularityRetrieval
@@ -63,9 +64,6 @@ class EncodedVideos:
     def __len__(self) -> int:
         return len(self.feats)
 
-    def holds(self, v: int) -> bool:
-        return self._row is None or bool(self._row[v] >= 0)
-
     def frames(self, v: int, device: torch.device | str | None = None) -> torch.Tensor:
         """(T, L, D) frame tokens of video `v` as float32 on `device` (default: the features' device)."""
         row = v if self._row is None else int(self._row[v])
@@ -76,11 +74,7 @@ class EncodedVideos:
 
     def fusion_tokens(self, model: SingularityRetrieval, v: int) -> torch.Tensor:
         """(T*L, D) concat fusion inputs of video `v` (temporal embeddings / encoder applied)."""
-        return model.fuse_frames(self.frames(v, _device_of(model))[None])[0]
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+        return model.fuse_frames(self.frames(v, model_device(model))[None])[0]
 
 
 @dataclass
@@ -108,8 +102,8 @@ def encode_videos(
 ) -> EncodedVideos:
     """Frames (B, T, 3, H, W) through the vision side; frame tokens kept in `store_dtype` on
     `store_device` (default: the model's device), features in float32 on the model's device."""
-    enc = model.encode_video(video.to(_device_of(model), non_blocking=True))
-    store_device = _device_of(model) if store_device is None else store_device
+    enc = model.encode_video(video.to(model_device(model), non_blocking=True))
+    store_device = model_device(model) if store_device is None else store_device
     feats = model.video_features(enc.pooled).float()
     return EncodedVideos(enc.frame_tokens.to(device=store_device, dtype=store_dtype), feats)
 
@@ -229,7 +223,7 @@ def video_ensemble_scores(
     """Match scores of video `v` against texts `text_idx` for each ensemble; the per-frame scores of the
     late-fusion ensembles are computed once and pooled by each."""
     out = {}
-    frames = videos.frames(v, _device_of(model))  # streamed to the device one video at a time
+    frames = videos.frames(v, model_device(model))  # streamed to the device one video at a time
     if "concat" in ensembles:
         fused = model.fuse_frames(frames[None])[0]
         out["concat"] = video_match_scores(model, texts, fused, text_idx, text_chunk)
