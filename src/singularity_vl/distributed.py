@@ -64,20 +64,12 @@ def all_reduce_(t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM
 def all_agree(flag: bool) -> bool:
     """True only when `flag` is true on every rank (each rank takes part: use it before a collective
     that some rank might want to skip)."""
-    if rank_world()[1] == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return bool(all_reduce_(torch.tensor([int(flag)]), dist.ReduceOp.MIN).item())
 
 
 def sum_int(value: int) -> int:
     """`value` summed over ranks."""
-    if rank_world()[1] == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=collective_device())
-    dist.all_reduce(t)
-    return int(t.item())
+    return int(all_reduce_(torch.tensor([value], dtype=torch.int64)).item())
 
 
 def my_share(n: int) -> range:
@@ -112,20 +104,10 @@ def gather_objects(local: list) -> list:
     return [x for part in parts for x in part]
 
 
-def broadcast_object(obj):
-    """Rank 0's `obj` on every rank."""
-    if rank_world()[1] == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 __all__ = [
     "init_distributed",
     "all_agree",
     "all_reduce_",
-    "broadcast_object",
     "collective_device",
     "gather_objects",
     "gather_strided",

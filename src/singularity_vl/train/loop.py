@@ -30,7 +30,7 @@ from singularity_vl.data.text import ReleaseTokenizer
 from singularity_vl.data.transforms import TrainTransform
 from singularity_vl.data.video_reader import set_decoded_clip_cache
 from singularity_vl.devices import auto_num_workers, to_device
-from singularity_vl.distributed import all_agree, gather_objects, init_distributed, sum_int
+from singularity_vl.distributed import all_agree, all_reduce_, gather_objects, init_distributed, sum_int
 from singularity_vl.models.config import preset
 from singularity_vl.models.precision import autocast, model_width, resolve_precision
 from singularity_vl.models.singularity import SingularityBase, create_model
@@ -66,11 +66,10 @@ class EpochSampler(Sampler[int]):
         return len(self.indices()) - self.skip_batches * self.batch_size
 
 
-def _reduce_mean(values: dict[str, float], world: int, device) -> dict[str, float]:
+def _reduce_mean(values: dict[str, float], world: int) -> dict[str, float]:
     if world == 1:
         return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    t = all_reduce_(torch.tensor(list(values.values()), dtype=torch.float64))
     return {k: v / world for k, v in zip(values, t.tolist(), strict=True)}
 
 
@@ -426,7 +425,7 @@ class Trainer:
         self.global_step += 1
         self._group_has_grads, self._values = False, None
         if values is not None and (self.global_step % cfg.log_every == 0 or self.global_step == 1):
-            values = _reduce_mean({k: v.item() for k, v in values.items()}, self.world, self.device)
+            values = _reduce_mean({k: v.item() for k, v in values.items()}, self.world)
             self._log(
                 {
                     "step": self.global_step,
